@@ -1,0 +1,244 @@
+"""One dataclass holds every setting of a run.
+
+Settings are resolved in layers, later ones winning: the dataclass defaults, the architecture's default
+recipe (`recipes/<arch>.yaml`), a named `--recipe`, a `--config FILE`, then the command-line flags the user
+actually typed. The resolved object is saved as `config.json` in the run directory, and that file is itself a
+valid `--config`, so any run can be repeated or continued from its directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+import typing
+from pathlib import Path
+
+from keras_cifar.data.sources import SOURCES
+from keras_cifar.errors import ConfigError
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("onecycle", "cosine", "step", "plateau", "constant")
+PRECISIONS = ("auto", "float32", "mixed", "mixed_bfloat16", "mixed_float16")
+AUTO_ON_OFF = ("auto", "on", "off")
+
+
+def _field(default, help, choices=None, flag=True):
+    """A dataclass field that also carries its command-line help and allowed values."""
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    # Model
+    arch: str = _field("resnet18", "architecture name (see --list-archs)")
+    width_multiplier: float = _field(1.0, "scale every layer's channel count (1.0 = standard widths)")
+    dropout: float = _field(0.0, "dropout rate before the classifier")
+    bn_momentum: float = _field(0.9, "batch-norm moving-average momentum (Keras default 0.99 is too slow for short runs)")
+    # Data
+    data_dir: typing.Optional[str] = _field(None, "local CIFAR-10 copy (binary or python layout, folder or .tar.gz); default $KERAS_CIFAR_DATA, else tensorflow-datasets")
+    source: str = _field("auto", "where the data comes from", SOURCES)
+    val_split: int = _field(5000, "images held out of the training set for validation (0 = none: fixed schedule, no model selection)")
+    train_limit: typing.Optional[int] = _field(None, "use only the first N training images (quick runs)")
+    val_limit: typing.Optional[int] = _field(None, "use only the first N validation images")
+    test_limit: typing.Optional[int] = _field(None, "use only the first N test images")
+    # Augmentation
+    crop_padding: int = _field(4, "pad-and-random-crop padding in pixels (0 = off)")
+    flip: bool = _field(True, "random horizontal flip")
+    rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
+    translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
+    erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")
+    augment_in_model: str = _field("auto", "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)", AUTO_ON_OFF)
+    # Optimisation
+    epochs: int = _field(200, "maximum number of epochs")
+    batch_size: int = _field(128, "images per step")
+    optimizer: str = _field("sgd", "SGD with Nesterov momentum, or AdamW", OPTIMIZERS)
+    lr: float = _field(0.1, "peak learning rate")
+    momentum: float = _field(0.9, "SGD momentum")
+    weight_decay: float = _field(5e-4, "weight decay of conv/dense kernels, in PyTorch's units (SGD: coupled L2; AdamW: decoupled)")
+    label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy targets")
+    schedule: str = _field("cosine", "learning-rate schedule", SCHEDULES)
+    warmup_epochs: float = _field(1.0, "linear warm-up length (onecycle, cosine)")
+    step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
+    step_gamma: float = _field(0.1, "step schedule: LR factor at each milestone")
+    early_stopping_patience: int = _field(0, "stop after N epochs without val_accuracy improvement, restoring the best weights (0 = off)")
+    precision: str = _field("auto", "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy", PRECISIONS)
+    jit_compile: str = _field("auto", "XLA compilation; auto picks by host", AUTO_ON_OFF)
+    seed: int = _field(0, "seed for the split, shuffling, augmentation and initialisation")
+    # Outputs
+    run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)")
+    tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard")
+    tta: bool = _field(False, "flip test-time augmentation in the final evaluation")
+    verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2))
+
+    def validate(self) -> "TrainConfig":
+        """Reject settings that would fail late or silently do something else."""
+        positive = {"width_multiplier": self.width_multiplier, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+        in_unit = {"dropout": self.dropout, "erasing": self.erasing, "label_smoothing": self.label_smoothing,
+                   "momentum": self.momentum, "bn_momentum": self.bn_momentum, "translation": self.translation}
+        for name, value in in_unit.items():
+            if not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        non_negative = {"weight_decay": self.weight_decay, "crop_padding": self.crop_padding, "rotation": self.rotation,
+                        "val_split": self.val_split, "warmup_epochs": self.warmup_epochs,
+                        "early_stopping_patience": self.early_stopping_patience}
+        for name, value in non_negative.items():
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        for name in ("train_limit", "val_limit", "test_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be a positive number of images, got {value!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}")
+        if self.early_stopping_patience and not self.val_split:
+            raise ConfigError("early_stopping_patience needs validation data: set val_split > 0")
+        if self.schedule == "plateau" and not self.val_split:
+            raise ConfigError("the plateau schedule watches validation loss: set val_split > 0")
+        if any(not 0 < m < 1 for m in self.step_milestones):
+            raise ConfigError(f"step_milestones are fractions of training in (0, 1), got {list(self.step_milestones)}")
+        return self
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+_HINTS = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(name: str, value, where: str):
+    """Convert a value read from YAML/JSON to the field's type, or say which key is wrong."""
+    hint = _HINTS[name]
+    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{where}: '{name}' cannot be null")
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    try:
+        if typing.get_origin(base) is tuple:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return tuple(float(v) for v in value)
+        if base is bool:
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}: '{name}' should be {getattr(base, '__name__', base)}, got {value!r}") from None
+
+
+# Names people carry over from other tools, mapped to ours for the "did you mean" hint.
+_FAMILIAR_NAMES = {"learning_rate": "lr", "architecture": "arch", "model": "arch", "mixed_precision": "precision",
+                   "patience": "early_stopping_patience", "wd": "weight_decay", "width": "width_multiplier"}
+
+
+def overrides_from_mapping(mapping: dict, where: str) -> dict:
+    """Check keys and types of a config mapping; unknown keys are an error that suggests the closest one."""
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{where}: expected a mapping of settings, got {type(mapping).__name__}")
+    result = {}
+    for key, value in mapping.items():
+        name = str(key).replace("-", "_")
+        if name not in FIELDS:
+            close = [_FAMILIAR_NAMES[name]] if name in _FAMILIAR_NAMES else difflib.get_close_matches(name, FIELDS, n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"{where}: unknown setting '{key}'.{hint}")
+        result[name] = _coerce(name, value, where)
+    return result
+
+
+def read_config_file(path: str | os.PathLike) -> dict:
+    """Read a YAML or JSON config file (run directories' config.json included) into checked overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the user's file
+        raise ConfigError(f"cannot parse {path}: {exc}") from None
+    data = data or {}
+    # A run directory's config.json keeps the settings under "config" beside environment facts.
+    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+        data = data["config"]
+    return overrides_from_mapping(data, str(path))
+
+
+def available_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    path = RECIPES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown recipe '{name}'. Choose one of: {', '.join(available_recipes())}")
+    return path
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per setting, generated from the dataclass so the CLI can never drift from the config."""
+    for name, f in FIELDS.items():
+        if not f.metadata.get("flag", True):
+            continue
+        flag = "--" + name.replace("_", "-")
+        hint = _HINTS[name]
+        kwargs = {"dest": name, "default": argparse.SUPPRESS, "help": f"{f.metadata['help']} (default {f.default})"}
+        if f.metadata.get("choices"):
+            kwargs["choices"] = f.metadata["choices"]
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        if typing.get_origin(base) is tuple:
+            kwargs.update(nargs="+", type=float)
+        else:
+            kwargs["type"] = base
+        parser.add_argument(flag, **kwargs)
+    parser.add_argument("--recipe", default=None, help="named settings from keras_cifar/recipes/ (e.g. fast)")
+    parser.add_argument("--config", default=None, help="YAML or JSON file of settings; flags override it")
+    parser.add_argument("--mixed-precision", dest="precision", action="store_const", const="mixed",
+                        default=argparse.SUPPRESS, help="shorthand: the host's mixed precision (bfloat16 on CPU, float16 on GPU)")
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Layer defaults < architecture recipe < --recipe < --config < typed flags."""
+    cli = {k: v for k, v in vars(args).items() if k in FIELDS}
+    if "step_milestones" in cli:
+        cli["step_milestones"] = tuple(cli["step_milestones"])
+    named = read_config_file(recipe_path(args.recipe)) if getattr(args, "recipe", None) else {}
+    from_file = read_config_file(args.config) if getattr(args, "config", None) else {}
+    arch = cli.get("arch") or from_file.get("arch") or named.get("arch") or TrainConfig.arch
+    from keras_cifar.models import canonical_name
+
+    arch_recipe = RECIPES_DIR / f"{canonical_name(arch)}.yaml"
+    layers = [read_config_file(arch_recipe) if arch_recipe.is_file() else {}, named, from_file, cli]
+    merged = {}
+    for layer in layers:
+        merged.update(layer)
+    merged["arch"] = arch
+    return TrainConfig(**merged).validate()

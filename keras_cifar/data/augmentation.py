@@ -1,0 +1,83 @@
+"""Training-time augmentation as a stack of Keras preprocessing layers.
+
+Every layer draws its randomness per image, and runs on whole batches, so one call augments a batch with
+vectorised ops. The same stack runs either in the `tf.data` pipeline (TensorFlow backend, overlapping the
+model on another core) or as the first layers of the model (any backend; Keras random layers are identity
+at inference, so a saved model is unaffected).
+"""
+
+from __future__ import annotations
+
+import keras
+from keras import ops
+
+# Mean pixel of CIFAR-10 in 0-255 units: erased patches take it, so they normalise to about zero (cutout).
+ERASE_FILL = 120.0
+
+
+@keras.saving.register_keras_serializable(package="keras_cifar")
+class RandomPadCrop(keras.layers.Layer):
+    """Pad every side, then crop back at an independent random offset per image.
+
+    Keras's own RandomCrop draws one offset for the whole batch, which correlates a batch's images; this
+    draws one per image and gathers rows and columns, so it stays a handful of batched ops.
+    """
+
+    def __init__(self, padding=4, fill_mode="reflect", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.padding = padding
+        self.fill_mode = fill_mode
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training or self.padding == 0:
+            return images
+        p = self.padding
+        shape = ops.shape(images)
+        batch, height, width = shape[0], shape[1], shape[2]
+        mode = "constant" if self.fill_mode == "zeros" else self.fill_mode
+        padded = ops.pad(images, [[0, 0], [p, p], [p, p], [0, 0]], mode=mode)
+        offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
+        rows = offsets[:, :1] + ops.arange(height)[None, :]
+        cols = offsets[:, 1:] + ops.arange(width)[None, :]
+        channels = ops.shape(padded)[-1]
+        rows = ops.broadcast_to(rows[:, :, None, None], (batch, height, width + 2 * p, channels))
+        cropped = ops.take_along_axis(padded, rows, axis=1)
+        cols = ops.broadcast_to(cols[:, None, :, None], (batch, height, width, channels))
+        return ops.take_along_axis(cropped, cols, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "padding": self.padding, "fill_mode": self.fill_mode, "seed": self.seed}
+
+
+def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0, erasing=0.0, seed=None):
+    """The augmentation stack a config asks for, or None when every transform is off.
+
+    Layers are float32 whatever the global precision policy, so pixel arithmetic is never done in bfloat16.
+    """
+    layers = []
+    if flip:
+        layers.append(keras.layers.RandomFlip("horizontal", seed=seed, dtype="float32", name="random_flip"))
+    if crop_padding:
+        layers.append(RandomPadCrop(crop_padding, seed=seed, dtype="float32", name="random_pad_crop"))
+    if rotation:
+        layers.append(keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect", seed=seed, dtype="float32",
+                                                  name="random_rotation"))
+    if translation:
+        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="reflect", seed=seed,
+                                                     dtype="float32", name="random_translation"))
+    if erasing:
+        layers.append(keras.layers.RandomErasing(factor=(erasing, erasing), fill_value=ERASE_FILL, value_range=(0, 255),
+                                                 seed=seed, dtype="float32", name="random_erasing"))
+    if not layers:
+        return None
+    return keras.Sequential(layers, name="augmentation")
+
+
+def augmentation_from_config(config):
+    return build_augmentation(config.crop_padding, config.flip, config.rotation, config.translation, config.erasing,
+                              seed=config.seed)

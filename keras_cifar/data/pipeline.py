@@ -1,0 +1,87 @@
+"""From loaded arrays to the three `tf.data` pipelines a run uses.
+
+The validation split is drawn from the training set, stratified and seeded, so early stopping, model
+selection and tuning never see the test set; the test set is read once, for the final report.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import tensorflow as tf
+
+from keras_cifar.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Arrays of one run after the validation split and the user's limits."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+    def sizes(self) -> dict:
+        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+
+
+def stratified_holdout(labels: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Indices of `size` images with every class equally represented (to within one), reproducible by seed."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels)
+    per_class = np.full(len(classes), size // len(classes))
+    per_class[: size % len(classes)] += 1
+    picked = [rng.permutation(np.flatnonzero(labels == c))[:n] for c, n in zip(classes, per_class)]
+    return np.sort(np.concatenate(picked))
+
+
+def split_data(data, val_split=5000, seed=0, train_limit=None, val_limit=None, test_limit=None) -> Split:
+    """Hold out `val_split` training images, then keep the first N of each part if a limit is given."""
+    if val_split >= len(data.y_train):
+        raise ConfigError(f"val_split={val_split} leaves no training images (the training set has {len(data.y_train)})")
+    val_index = stratified_holdout(data.y_train, val_split, seed) if val_split else np.array([], dtype=np.int64)
+    train_mask = np.ones(len(data.y_train), dtype=bool)
+    train_mask[val_index] = False
+    return Split(
+        x_train=data.x_train[train_mask][:train_limit],
+        y_train=data.y_train[train_mask][:train_limit],
+        x_val=data.x_train[val_index][:val_limit],
+        y_val=data.y_train[val_index][:val_limit],
+        x_test=data.x_test[:test_limit],
+        y_test=data.y_test[:test_limit],
+    )
+
+
+def _as_model_inputs(num_classes):
+    """uint8 images to float32 0-255 (the model normalises), labels to one-hot for label smoothing."""
+
+    def convert(images, labels):
+        return tf.cast(images, tf.float32), tf.one_hot(labels, num_classes)
+
+    return convert
+
+
+def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0) -> tf.data.Dataset:
+    """Shuffle, batch, augment whole batches in parallel, prefetch.
+
+    The arrays are already in memory, which is what `cache()` would buy; augmenting after `batch` runs each
+    layer once per batch (per-image randomness, vectorised ops) instead of once per image.
+    """
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+    ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    ds = ds.map(_as_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    if augmentation is not None:
+        ds = ds.map(lambda images, labels: (augmentation(images, training=True), labels),
+                    num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def evaluation_dataset(x, y, batch_size, num_classes=10) -> tf.data.Dataset:
+    """Batches in order, no augmentation."""
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
+    return ds.map(_as_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,52 @@
+"""`python -m keras_cifar.evaluate RUN_DIR_OR_MODEL`: test-set metrics, confusion matrix, metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from keras_cifar import cli
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m keras_cifar.evaluate", description=__doc__)
+    parser.add_argument("target", help="a run directory (uses its model.keras and data settings) or a .keras file")
+    parser.add_argument("--data-dir", default=None, help="local CIFAR-10 copy (default: the run's, else $KERAS_CIFAR_DATA)")
+    parser.add_argument("--source", default=None, choices=("auto", "local", "tfds"))
+    parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    parser.add_argument("--tta", action="store_true", help="average predictions over each image and its mirror")
+    parser.add_argument("--out", default=None, help="where metrics.json and the plots go (default: the run directory, "
+                                                     "or the model file's folder)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    from keras_cifar.data import load_cifar10
+    from keras_cifar.errors import CheckpointError
+    from keras_cifar.evaluation import report_run
+    from keras_cifar.training.rundir import read_run_config
+
+    target = Path(args.target)
+    if target.is_dir():
+        saved = (read_run_config(target) or {}).get("config", {})
+        model_path, out = target / "model.keras", Path(args.out or target)
+    elif target.is_file():
+        saved, model_path, out = {}, target, Path(args.out or target.parent)
+    else:
+        raise CheckpointError(f"{target} is neither a run directory nor a model file")
+    data = load_cifar10(args.data_dir or saved.get("data_dir"), args.source or saved.get("source", "auto"))
+    limit = args.test_limit or saved.get("test_limit")
+    out.mkdir(parents=True, exist_ok=True)
+    report_run(out, data.x_test[:limit], data.y_test[:limit], data.class_names, tta=args.tta, model_path=model_path,
+               data_fingerprint=data.fingerprint)
+    print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+
+
+def cli_main() -> None:
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    cli_main()

@@ -1,0 +1,100 @@
+"""One training run: config in, a complete run directory out."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import keras
+
+from keras_cifar.data import augmentation_from_config, evaluation_dataset, load_cifar10, split_data, training_dataset
+from keras_cifar.errors import ConfigError, TrainingError
+from keras_cifar.evaluation import report_run
+from keras_cifar.models import build_model
+from keras_cifar.training import host, rundir
+from keras_cifar.training.callbacks import build_callbacks
+from keras_cifar.training.schedules import learning_rate
+
+
+def build_optimizer(config, lr):
+    """Nesterov SGD or AdamW; biases and batch-norm parameters are not decayed.
+
+    Keras decays weights outside the momentum (`w -= lr * wd * w`). PyTorch's SGD adds `wd * w` to the
+    gradient, which momentum then amplifies by 1 / (1 - momentum) in steady state; dividing by that factor
+    keeps the well-known PyTorch recipes' `weight_decay` values meaning the same here.
+    """
+    if config.optimizer == "sgd":
+        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True,
+                                         weight_decay=config.weight_decay / (1.0 - config.momentum) or None)
+    else:
+        optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+    return optimizer
+
+
+def resolve_runtime(config) -> dict:
+    """Precision, compilation and where augmentation runs, each with the reason it was chosen."""
+    policy, policy_reason = host.choose_precision(config.precision)
+    jit, jit_reason = host.choose_jit(config.jit_compile)
+    tf_backend = keras.backend.backend() == "tensorflow"
+    if config.augment_in_model == "off" and not tf_backend:
+        raise ConfigError("augmentation can only run in tf.data under the TensorFlow backend; "
+                          "use --augment-in-model auto or on")
+    in_model = config.augment_in_model == "on" or (config.augment_in_model == "auto" and not tf_backend)
+    return {"precision": policy, "precision_reason": policy_reason, "jit_compile": jit, "jit_reason": jit_reason,
+            "augment_in_model": in_model}
+
+
+def compile_model(config, runtime, steps_per_epoch, augmentation):
+    keras.mixed_precision.set_global_policy(runtime["precision"])
+    model = build_model(config.arch, width_multiplier=config.width_multiplier,
+                        augmentation=augmentation if runtime["augment_in_model"] else None,
+                        dropout=config.dropout, bn_momentum=config.bn_momentum)
+    model.compile(
+        optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch)),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
+        metrics=["accuracy"],
+        jit_compile=runtime["jit_compile"],
+    )
+    return model
+
+
+def train(config) -> Path:
+    """Train, keep the best model on validation, evaluate it once on the test set, write every output."""
+    run_dir, resumed = rundir.prepare_run_dir(config)
+    keras.utils.set_random_seed(config.seed)
+    runtime = resolve_runtime(config)
+    data = load_cifar10(config.data_dir, config.source)
+    split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
+    augmentation = augmentation_from_config(config)
+    train_ds = training_dataset(split.x_train, split.y_train, config.batch_size,
+                                augmentation=None if runtime["augment_in_model"] else augmentation, seed=config.seed)
+    val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
+    steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
+    model = compile_model(config, runtime, steps_per_epoch, augmentation)
+
+    start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
+    best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
+    if resumed:
+        print(f"Continuing the unfinished run in {run_dir} from epoch {start_epoch + 1}", flush=True)
+    rundir.write_json(run_dir / "config.json", {
+        "config": config.to_dict(), "runtime": runtime, "environment": host.environment(),
+        "data": {"source": data.source, "fingerprint": data.fingerprint, "sizes": split.sizes(),
+                 "class_names": list(data.class_names)},
+        "model": {"name": model.name, "parameters": model.count_params()},
+    })
+    print(f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime['precision']} "
+          f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}",
+          flush=True)
+
+    callbacks = build_callbacks(config, run_dir, split.sizes()["train"], best_so_far)
+    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+                        verbose=config.verbose)
+    losses = history.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(f"the training loss became NaN/inf in epoch {start_epoch + len(losses)}; the run stopped. "
+                            f"Lower --lr (now {config.lr}) or use --precision float32, then start a new --run-dir")
+    report_run(run_dir, split.x_test, split.y_test, data.class_names, tta=config.tta)
+    shutil.rmtree(run_dir / "backup", ignore_errors=True)
+    return run_dir

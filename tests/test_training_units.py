@@ -1,0 +1,147 @@
+"""Config layering, the split, augmentation, schedules and host choices: the pieces a run is made of."""
+
+import argparse
+import json
+import re
+
+import numpy as np
+import pytest
+
+from keras_cifar.config import TrainConfig, add_config_arguments, read_config_file, resolve_config
+from keras_cifar.data import RandomPadCrop, build_augmentation, split_data, stratified_holdout, training_dataset
+from keras_cifar.errors import ConfigError
+from keras_cifar.training import host
+from keras_cifar.training.schedules import WarmupSchedule
+
+
+def parse(*flags):
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    return parser.parse_args(list(flags))
+
+
+# --- config -----------------------------------------------------------------------------------------------
+
+def test_layers_resolve_in_order(tmp_path):
+    config_file = tmp_path / "c.yaml"
+    config_file.write_text("arch: vgg16\nlr: 0.02\nepochs: 7\n")
+    config = resolve_config(parse("--config", str(config_file), "--epochs", "3"))
+    assert config.arch == "vgg16"
+    assert config.lr == 0.02  # the file beats the vgg16 recipe's 0.05
+    assert config.epochs == 3  # the typed flag beats the file
+    assert config.erasing == 0.5  # from the vgg16 recipe, beating the dataclass default 0.0
+    assert TrainConfig().erasing == 0.0
+
+
+def test_run_config_json_is_a_valid_config(tmp_path):
+    saved = tmp_path / "config.json"
+    saved.write_text(json.dumps({"config": TrainConfig(arch="resnet34", lr=0.3).to_dict(), "runtime": {}}))
+    assert read_config_file(saved)["lr"] == 0.3
+    assert resolve_config(parse("--config", str(saved))).arch == "resnet34"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("learning_rate: 0.1\n", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
+    ("epochs: ten\n", "'epochs' should be int"),
+    ("flip: 1\n", "'flip' should be bool"),
+    ("lr: -1\n", "lr must be positive"),
+    ("optimizer: adam\n", "optimizer must be one of sgd, adamw"),
+    ("erasing: 1.5\n", "erasing must be in [0, 1)"),
+])
+def test_bad_config_files_name_the_key(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        resolve_config(parse("--config", str(path)))
+
+
+def test_unknown_arch_and_recipe_list_the_choices():
+    with pytest.raises(ConfigError, match="resnet18"):
+        resolve_config(parse("--arch", "nope"))
+    with pytest.raises(ConfigError, match="Choose one of: .*vgg16"):
+        resolve_config(argparse.Namespace(recipe="nope", config=None))
+
+
+# --- split ------------------------------------------------------------------------------------------------
+
+def test_validation_split_is_stratified_disjoint_and_seeded(cifar):
+    split = split_data(cifar, val_split=5000, seed=3)
+    assert split.sizes() == {"train": 45000, "val": 5000, "test": 10000}
+    assert np.bincount(split.y_val).tolist() == [500] * 10
+    again = stratified_holdout(cifar.y_train, 5000, seed=3)
+    other = stratified_holdout(cifar.y_train, 5000, seed=4)
+    assert np.array_equal(again, stratified_holdout(cifar.y_train, 5000, seed=3))
+    assert not np.array_equal(again, other)
+    train_index = np.setdiff1d(np.arange(50000), again)
+    assert np.array_equal(split.x_train[:5], cifar.x_train[train_index[:5]])
+    assert len(np.intersect1d(train_index, again)) == 0
+
+
+def test_limits_take_the_first_images(cifar):
+    split = split_data(cifar, val_split=1000, seed=0, train_limit=300, val_limit=50, test_limit=70)
+    assert split.sizes() == {"train": 300, "val": 50, "test": 70}
+    assert np.array_equal(split.x_test, cifar.x_test[:70])
+    with pytest.raises(ConfigError, match="leaves no training images"):
+        split_data(cifar, val_split=50000)
+
+
+# --- augmentation -----------------------------------------------------------------------------------------
+
+def test_pad_crop_draws_an_offset_per_image():
+    images = np.zeros((64, 32, 32, 1), "float32")
+    images[:, 16, 16, 0] = 1.0  # a dot in the middle of every image
+    out = np.asarray(RandomPadCrop(4, seed=0)(images, training=True))
+    positions = {tuple(np.argwhere(o[..., 0] == 1.0)[0]) for o in out}
+    assert len(positions) > 20  # one offset per batch would give a single position
+    assert all(12 <= r <= 20 and 12 <= c <= 20 for r, c in positions)
+    assert np.array_equal(np.asarray(RandomPadCrop(4)(images, training=False)), images)
+
+
+def test_augmentation_stack_follows_the_switches():
+    assert build_augmentation(crop_padding=0, flip=False) is None
+    stack = build_augmentation(crop_padding=4, flip=True, rotation=10, translation=0.1, erasing=0.5, seed=1)
+    names = [layer.name for layer in stack.layers]
+    assert names == ["random_flip", "random_pad_crop", "random_rotation", "random_translation", "random_erasing"]
+    images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    assert np.array_equal(np.asarray(stack(images, training=False)), images)
+    changed = np.asarray(stack(images, training=True))
+    assert changed.shape == images.shape and not np.allclose(changed, images)
+
+
+def test_training_dataset_augments_batches_and_one_hots_labels(cifar):
+    augmentation = build_augmentation(crop_padding=4, flip=True, seed=0)
+    ds = training_dataset(cifar.x_train[:100], cifar.y_train[:100], batch_size=32, augmentation=augmentation)
+    batches = list(ds.as_numpy_iterator())
+    assert [len(b[0]) for b in batches] == [32, 32, 32, 4]
+    images, labels = batches[0]
+    assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3) and 0 <= images.min() <= images.max() <= 255
+    assert labels.shape == (32, 10) and np.all(labels.sum(axis=1) == 1)
+
+
+# --- schedules and host -----------------------------------------------------------------------------------
+
+def test_schedules_warm_up_then_decay():
+    one = WarmupSchedule(0.4, total_steps=100, warmup_steps=10, kind="onecycle")
+    assert float(one(0)) == pytest.approx(0.04)
+    assert float(one(9)) == pytest.approx(0.4)
+    assert float(one(55)) == pytest.approx(0.2)
+    assert float(one(100)) == pytest.approx(0.0)
+    cosine = WarmupSchedule(1.0, total_steps=110, warmup_steps=10, kind="cosine")
+    assert float(cosine(60)) == pytest.approx(0.5)
+    step = WarmupSchedule(1.0, total_steps=100, kind="step", milestones=(0.5, 0.75), gamma=0.1)
+    assert [round(float(step(s)), 4) for s in (0, 49, 50, 80)] == [1.0, 1.0, 0.1, 0.01]
+    assert WarmupSchedule.from_config(step.get_config()).get_config() == step.get_config()
+
+
+@pytest.mark.parametrize("flags, requested, expected", [
+    (["avx512f", "avx512_bf16", "amx_bf16"], "auto", "mixed_bfloat16"),
+    (["avx512f", "avx512_bf16"], "auto", "float32"),
+    (["avx2"], "auto", "float32"),
+    (["avx2"], "mixed", "mixed_bfloat16"),
+    (["amx_bf16"], "float32", "float32"),
+])
+def test_precision_is_chosen_from_the_cpu(monkeypatch, flags, requested, expected):
+    monkeypatch.setattr(host, "cpu_info", lambda: {"model": "test", "cores": 2, "flags": flags})
+    monkeypatch.setattr(host, "accelerators", lambda: [])
+    policy, reason = host.choose_precision(requested)
+    assert policy == expected and reason
