@@ -51,10 +51,11 @@ class EpochStats(keras.callbacks.Callback):
 
 
 def build_callbacks(config, run_dir: Path, train_images: int, best_val_accuracy=None) -> list:
-    """Order matters: BackupAndRestore restores before anything runs, EpochStats fills logs before CSVLogger."""
+    """Order matters: EpochStats fills the logs before CSVLogger writes them, and the backup comes last, so an
+    epoch the backup holds is always in history.csv and in the best-model checkpoint too. (Restoring happens
+    at train begin, before any epoch, whatever the order.)"""
     has_val = config.val_split > 0
     callbacks = [
-        BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False),
         keras.callbacks.TerminateOnNaN(),
         EpochStats(train_images),
         keras.callbacks.ModelCheckpoint(
@@ -74,4 +75,5 @@ def build_callbacks(config, run_dir: Path, train_images: int, best_val_accuracy=
                                                            patience=max(2, config.epochs // 10), min_lr=config.lr * 1e-3))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
+    callbacks.append(BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False))
     return callbacks

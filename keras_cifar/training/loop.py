@@ -89,8 +89,9 @@ def train(config) -> Path:
           flush=True)
 
     callbacks = build_callbacks(config, run_dir, split.sizes()["train"], best_so_far)
+    # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
-                        verbose=config.verbose)
+                        verbose=config.verbose, shuffle=False)
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
         raise TrainingError(f"the training loss became NaN/inf in epoch {start_epoch + len(losses)}; the run stopped. "

@@ -96,8 +96,12 @@ def trim_history(run_dir: Path, epochs: int) -> float | None:
     if not path.is_file():
         return None
     with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) < epochs]
-        fields = f.seek(0) or next(csv.reader(f), [])
+        reader = csv.DictReader(f)
+        rows = [r for r in reader if r.get("epoch", "").isdigit() and int(r["epoch"]) < epochs]
+        fields = reader.fieldnames
+    if not fields:  # killed before the first row: let CSVLogger start the file afresh
+        path.unlink()
+        return None
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()

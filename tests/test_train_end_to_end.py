@@ -1,0 +1,153 @@
+"""Whole runs on a few hundred images: the run directory, evaluation, bad input, a killed run, JAX."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from keras_cifar import cli, evaluate, train
+from keras_cifar.errors import CheckpointError, ConfigError, TrainingError
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--arch", "resnet18", "--width-multiplier", "0.125", "--epochs", "2", "--batch-size", "64",
+        "--train-limit", "256", "--val-limit", "128", "--test-limit", "128", "--no-tensorboard"]
+
+
+def python_m(module, *args, env=None, **kwargs):
+    """Run an entry point as a user would, from the repo, with its output captured."""
+    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+
+
+def read_history(run_dir):
+    with (Path(run_dir) / "history.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def quick_run(cifar_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "quick"
+    train.main([*TINY, "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    return run_dir
+
+
+def test_a_run_directory_holds_every_output(quick_run):
+    for name in ("config.json", "history.csv", "model.keras", "metrics.json", "confusion_matrix.png",
+                 "training_curves.png", "tensorboard"):
+        if name == "tensorboard":
+            assert not (quick_run / name).exists()  # --no-tensorboard was given
+            continue
+        assert (quick_run / name).stat().st_size > 0, name
+    assert not (quick_run / "backup").exists()  # the crash backup goes once the run is complete
+
+    saved = json.loads((quick_run / "config.json").read_text())
+    assert saved["config"]["width_multiplier"] == 0.125 and saved["config"]["epochs"] == 2
+    assert saved["runtime"]["precision"] in ("float32", "mixed_bfloat16") and saved["runtime"]["precision_reason"]
+    assert saved["environment"]["backend"] == "tensorflow" and saved["environment"]["versions"]["keras"]
+    assert saved["data"]["sizes"] == {"train": 256, "val": 128, "test": 128}
+
+    history = read_history(quick_run)
+    assert [int(r["epoch"]) for r in history] == [0, 1]
+    assert {"loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "images_per_second"} <= set(history[0])
+
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    assert metrics["num_test_images"] == 128
+    assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["per_class"]) >= {"airplane", "truck"}
+    assert metrics["training"]["epochs_run"] == 2 and metrics["arch"] == "resnet18"
+    assert metrics["data_fingerprint"] == saved["data"]["fingerprint"]
+
+
+def test_the_saved_model_takes_raw_pixels(quick_run, cifar):
+    from keras_cifar.evaluation import load_model_file
+
+    model = load_model_file(quick_run / "model.keras")
+    probabilities = model.predict(cifar.x_test[:8].astype("float32"), verbose=0)
+    assert probabilities.shape == (8, 10) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_a_finished_run_is_never_overwritten(quick_run, cifar_dir):
+    with pytest.raises(ConfigError, match="finished run"):
+        train.main([*TINY, "--data-dir", str(cifar_dir), "--run-dir", str(quick_run)])
+
+
+def test_evaluate_rewrites_the_report_with_tta(quick_run, tmp_path):
+    out = tmp_path / "eval"
+    evaluate.main([str(quick_run), "--tta", "--out", str(out)])
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["tta"] is True and metrics["num_test_images"] == 128  # the run's own --test-limit
+    assert (out / "confusion_matrix.png").stat().st_size > 10_000
+
+
+def test_a_corrupt_model_file_is_named(tmp_path, cifar_dir, capsys):
+    broken = tmp_path / "model.keras"
+    broken.write_bytes(b"PK\x03\x04 this is not a zip archive")
+    assert cli.run(evaluate.main, [str(broken), "--data-dir", str(cifar_dir)]) == 2
+    err = capsys.readouterr().err
+    assert str(broken) in err and "corrupt" in err and "Traceback" not in err
+
+
+def test_a_missing_data_folder_says_what_to_do(tmp_path, capsys):
+    missing = tmp_path / "nowhere"
+    assert cli.run(train.main, [*TINY, "--data-dir", str(missing), "--run-dir", str(tmp_path / "r")]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_unknown_arch_lists_the_choices():
+    result = python_m("keras_cifar.train", "--arch", "nope")
+    assert result.returncode == 2
+    assert "Unknown architecture 'nope'" in result.stderr and "resnet18" in result.stderr and "vgg19" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_nan_loss_stops_the_run_with_a_message(cifar_dir, tmp_path):
+    with pytest.raises(TrainingError, match="NaN"):
+        train.main([*TINY, "--lr", "1e30", "--schedule", "constant", "--data-dir", str(cifar_dir),
+                    "--run-dir", str(tmp_path / "nan")])
+
+
+def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "keras_cifar.train", *TINY, "--epochs", "4", "--train-limit", "512",
+               "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = run_dir / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while not metadata.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = json.loads(metadata.read_text())["epoch"]
+    assert 1 <= done < 4, "the run should have been killed mid-way"
+
+    # A broken backup is reported, never silently trained over (checked on a copy of the killed run).
+    broken = tmp_path / "broken"
+    subprocess.run(["cp", "-r", str(run_dir), str(broken)], check=True)
+    for weights in (broken / "backup").glob("*.weights.h5"):
+        weights.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="delete that folder"):
+        train.main([*TINY, "--epochs", "4", "--train-limit", "512", "--data-dir", str(cifar_dir),
+                    "--run-dir", str(broken)])
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"from epoch {done + 1}" in again.stdout
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [0, 1, 2, 3]
+    assert (run_dir / "metrics.json").is_file()
+
+
+def test_training_runs_under_jax(cifar_dir, tmp_path):
+    run_dir = tmp_path / "jax"
+    result = python_m("keras_cifar.train", *TINY, "--epochs", "1", "--data-dir", cifar_dir, "--run-dir", run_dir,
+                      env={"KERAS_BACKEND": "jax"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["environment"]["backend"] == "jax"
+    assert saved["runtime"]["augment_in_model"] is True and saved["runtime"]["jit_compile"] is True
+    assert json.loads((run_dir / "metrics.json").read_text())["num_test_images"] == 128
