@@ -1,0 +1,71 @@
+"""Architectures by name. Adding one takes a new module with a builder and one line in `MODELS`."""
+
+import inspect
+
+from keras_cifar.errors import ConfigError
+from keras_cifar.models import inception, resnet, vgg
+
+MODELS = {
+    "vgg16": vgg.vgg16,
+    "vgg19": vgg.vgg19,
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+    "resnet101": resnet.resnet101,
+    "inception": inception.inception,
+}
+
+ALIASES = {"googlenet": "inception"}
+
+# Options every builder takes; anything else a builder accepts is specific to its family.
+COMMON_OPTIONS = ("width_multiplier", "num_classes", "augmentation", "dropout", "bn_momentum")
+
+
+def available_models():
+    """Every name `build_model` accepts, aliases included, sorted."""
+    return sorted([*MODELS, *ALIASES])
+
+
+def canonical_name(name):
+    """The `MODELS` key for `name`, which may be an alias and is case-insensitive."""
+    key = str(name).strip().lower()
+    key = ALIASES.get(key, key)
+    if key not in MODELS:
+        raise ConfigError(f"Unknown architecture {name!r}. Choose one of: {', '.join(available_models())}.")
+    return key
+
+
+def build_model(
+    name, width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.9, **kwargs
+):
+    """Builds the named architecture, uncompiled.
+
+    Settings are checked here, where the message can name the setting, rather than failing deep
+    inside a layer. `kwargs` are family-specific options such as ResNet's `zero_init_residual`.
+    """
+    key = canonical_name(name)
+    if isinstance(width_multiplier, bool) or not isinstance(width_multiplier, (int, float)):
+        raise ConfigError(f"width_multiplier must be a number, got {width_multiplier!r}.")
+    if not width_multiplier > 0:
+        raise ConfigError(f"width_multiplier must be greater than 0, got {width_multiplier!r}.")
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer of at least 2, got {num_classes!r}.")
+    if not 0 <= dropout < 1:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}.")
+    if not 0 <= bn_momentum < 1:
+        raise ConfigError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}.")
+    own_options = sorted(set(inspect.signature(MODELS[key]).parameters) - set(COMMON_OPTIONS))
+    unknown = sorted(set(kwargs) - set(own_options))
+    if unknown:
+        raise ConfigError(
+            f"Architecture {key!r} has no option {', '.join(map(repr, unknown))}. "
+            f"Its own options are: {', '.join(own_options) or 'none'}."
+        )
+    return MODELS[key](
+        width_multiplier=width_multiplier,
+        num_classes=num_classes,
+        augmentation=augmentation,
+        dropout=dropout,
+        bn_momentum=bn_momentum,
+        **kwargs,
+    )
