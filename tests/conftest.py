@@ -1,0 +1,28 @@
+"""Shared fixtures: the one local CIFAR-10 copy the tests read, loaded once per session."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from keras_cifar.data.sources import Cifar10, load_cifar10
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def cifar_dir() -> Path:
+    """The shared copy; skipped where it is absent, but CI always has it, so there its absence is a failure."""
+    path = Path(os.environ.get("KERAS_CIFAR_TEST_DATA") or REPO.parent / "shared" / "data" / "cifar10")
+    if not path.is_dir():
+        message = f"CIFAR-10 test copy not found at {path}; set KERAS_CIFAR_TEST_DATA to a folder holding one"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_dir) -> Cifar10:
+    """Loaded once through the same code path a user's copy takes, so every test file can share it."""
+    return load_cifar10(cifar_dir)
