@@ -1,0 +1,87 @@
+"""Training images/second of each architecture on synthetic batches: the model step alone, no input pipeline.
+
+    python benchmarks/train_throughput.py --archs resnet18,vgg16 --batch-size 128 --jit off,on
+
+Each configuration runs in its own process (dtype policies and XLA caches are process-wide), builds the
+model exactly as training does (`compile_model`), warms up, then times `--steps` train steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def measure(arch, batch_size, width, jit, precision, steps, warmup) -> float:
+    import numpy as np
+
+    from keras_cifar.config import TrainConfig
+    from keras_cifar.data import augmentation_from_config
+    from keras_cifar.training.loop import compile_model
+
+    config = TrainConfig(arch=arch, batch_size=batch_size, width_multiplier=width, epochs=1)
+    runtime = {"precision": precision, "jit_compile": jit == "on", "augment_in_model": False}
+    model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config))
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
+    y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch_size)]
+    for _ in range(warmup):
+        model.train_on_batch(x, y)
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(x, y)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", default="vgg16,vgg19,resnet18,resnet34,resnet50,resnet101,inception")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--width-multiplier", type=float, default=1.0)
+    parser.add_argument("--jit", default="off,on", help="comma-separated: off, on")
+    parser.add_argument("--precision", default="float32", help="comma-separated Keras dtype policies")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--one", nargs=4, metavar=("ARCH", "JIT", "PRECISION", "BATCH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # child process: one configuration, one number on stdout
+        arch, jit, precision, batch = args.one
+        print(measure(arch, int(batch), args.width_multiplier, jit, precision, args.steps, args.warmup))
+        return
+
+    from keras_cifar.training.host import environment
+
+    env = environment()
+    print(f"# {env['cpu']['model']}, {env['cpu']['cores']} cores, flags {','.join(env['cpu']['flags'])}; "
+          f"keras {env['versions']['keras']}, tensorflow {env['versions'].get('tensorflow')}; "
+          f"batch {args.batch_size}, width {args.width_multiplier}")
+    print(f"{'arch':<10} {'precision':<15} {'xla':<4} {'img/s':>8}")
+    results = []
+    for arch in args.archs.split(","):
+        for precision in args.precision.split(","):
+            for jit in args.jit.split(","):
+                child = subprocess.run(
+                    [sys.executable, __file__, "--one", arch, jit, precision, str(args.batch_size),
+                     "--width-multiplier", str(args.width_multiplier), "--steps", str(args.steps),
+                     "--warmup", str(args.warmup)], capture_output=True, text=True)
+                if child.returncode:
+                    print(f"{arch:<10} {precision:<15} {jit:<4} failed: {child.stderr.strip().splitlines()[-1]}")
+                    continue
+                rate = float(child.stdout.strip().splitlines()[-1])
+                results.append({"arch": arch, "precision": precision, "jit": jit, "images_per_second": rate})
+                print(f"{arch:<10} {precision:<15} {jit:<4} {rate:8.1f}", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": env, "batch_size": args.batch_size, "width_multiplier": args.width_multiplier,
+                       "results": results}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
