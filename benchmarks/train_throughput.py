@@ -3,7 +3,8 @@
     python benchmarks/train_throughput.py --archs resnet18,vgg16 --batch-size 128 --jit off,on
 
 Each configuration runs in its own process (dtype policies and XLA caches are process-wide), builds the
-model exactly as training does (`compile_model`), warms up, then times `--steps` train steps.
+model exactly as training does (`compile_model`), warms up, then times `--steps` train steps and reports
+the median step.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -18,7 +20,24 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+def images_per_second(step, batch_size, steps, warmup) -> float:
+    """Images over the median time of `step()` after `warmup` untimed calls.
+
+    Warm-up absorbs graph tracing and oneDNN kernel selection; the median ignores steps slowed by other work
+    on a shared CPU. Framework-neutral, so `engine_gap.py` times PyTorch with it too.
+    """
+    for _ in range(warmup):
+        step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return batch_size / statistics.median(times)
+
+
 def measure(arch, batch_size, width, jit, precision, steps, warmup) -> float:
+    """Train-step images/second of `arch` built and compiled exactly as training does."""
     import numpy as np
 
     from keras_cifar.config import TrainConfig
@@ -27,16 +46,12 @@ def measure(arch, batch_size, width, jit, precision, steps, warmup) -> float:
 
     config = TrainConfig(arch=arch, batch_size=batch_size, width_multiplier=width, epochs=1)
     runtime = {"precision": precision, "jit_compile": jit == "on", "augment_in_model": False}
-    model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config))
+    model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config),
+                          epochs=1)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch_size)]
-    for _ in range(warmup):
-        model.train_on_batch(x, y)
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(x, y)
-    return steps * batch_size / (time.perf_counter() - start)
+    return images_per_second(lambda: model.train_on_batch(x, y), batch_size, steps, warmup)
 
 
 def main() -> None:

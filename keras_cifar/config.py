@@ -18,6 +18,7 @@ from pathlib import Path
 
 from keras_cifar.data.sources import SOURCES
 from keras_cifar.errors import ConfigError
+from keras_cifar.evaluation.metrics import TTA_MODES
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
@@ -55,6 +56,7 @@ class TrainConfig:
     augment_in_model: str = _field("auto", "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)", AUTO_ON_OFF)
     # Optimisation
     epochs: int = _field(200, "maximum number of epochs")
+    time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)")
     batch_size: int = _field(128, "images per step")
     optimizer: str = _field("sgd", "SGD with Nesterov momentum, or AdamW", OPTIMIZERS)
     lr: float = _field(0.1, "peak learning rate")
@@ -62,7 +64,11 @@ class TrainConfig:
     weight_decay: float = _field(5e-4, "weight decay of conv/dense kernels, in PyTorch's units (SGD: coupled L2; AdamW: decoupled)")
     label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy targets")
     schedule: str = _field("cosine", "learning-rate schedule", SCHEDULES)
-    warmup_epochs: float = _field(1.0, "linear warm-up length (onecycle, cosine)")
+    warmup_epochs: float = _field(1.0, "linear warm-up length (onecycle, cosine; at most half the run)")
+    warmup_start_factor: float = _field(0.0, "LR at the start of warm-up, as a fraction of --lr")
+    final_lr_factor: float = _field(0.0, "LR at the end of onecycle/cosine decay, as a fraction of --lr")
+    bias_lr_scale: float = _field(1.0, "SGD: LR multiplier for batch-norm shifts (airbench uses 64)")
+    lookahead: bool = _field(False, "airbench's Lookahead: every 5 steps, set the weights to an EMA whose decay grows over training")
     step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
     step_gamma: float = _field(0.1, "step schedule: LR factor at each milestone")
     early_stopping_patience: int = _field(0, "stop after N epochs without val_accuracy improvement, restoring the best weights (0 = off)")
@@ -72,7 +78,7 @@ class TrainConfig:
     # Outputs
     run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)")
     tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard")
-    tta: bool = _field(False, "flip test-time augmentation in the final evaluation")
+    tta: str = _field("none", "test-time augmentation in the final evaluation", TTA_MODES)
     verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2))
 
     def validate(self) -> "TrainConfig":
@@ -86,12 +92,15 @@ class TrainConfig:
         for name, value in in_unit.items():
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        non_negative = {"weight_decay": self.weight_decay, "crop_padding": self.crop_padding, "rotation": self.rotation,
+        non_negative = {"weight_decay": self.weight_decay, "warmup_start_factor": self.warmup_start_factor,
+                        "final_lr_factor": self.final_lr_factor, "bias_lr_scale": self.bias_lr_scale, "crop_padding": self.crop_padding, "rotation": self.rotation,
                         "val_split": self.val_split, "warmup_epochs": self.warmup_epochs,
                         "early_stopping_patience": self.early_stopping_patience}
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError(f"time_budget must be a positive number of minutes, got {self.time_budget!r}")
         for name in ("train_limit", "val_limit", "test_limit"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -100,6 +109,8 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}")
+        if self.bias_lr_scale != 1.0 and self.optimizer != "sgd":
+            raise ConfigError("bias_lr_scale only applies to SGD (Adam-type updates ignore gradient scale)")
         if self.early_stopping_patience and not self.val_split:
             raise ConfigError("early_stopping_patience needs validation data: set val_split > 0")
         if self.schedule == "plateau" and not self.val_split:

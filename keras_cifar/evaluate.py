@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from keras_cifar import cli
+from keras_cifar.evaluation.metrics import TTA_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -15,7 +16,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=None, help="local CIFAR-10 copy (default: the run's, else $KERAS_CIFAR_DATA)")
     parser.add_argument("--source", default=None, choices=("auto", "local", "tfds"))
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--tta", action="store_true", help="average predictions over each image and its mirror")
+    parser.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
+                        help="test-time augmentation: flip (the default when given alone) averages each image with its "
+                             "mirror; flip_translate adds one-pixel shifts (6 views)")
     parser.add_argument("--out", default=None, help="where metrics.json and the plots go (default: the run directory, "
                                                      "or the model file's folder)")
     return parser.parse_args(argv)

@@ -10,6 +10,16 @@ from keras_cifar.data.sources import Cifar10, load_cifar10
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def float32_policy():
+    """Training sets Keras's global dtype policy for the host (bfloat16 on some CPUs); each test starts clean."""
+    import keras
+
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
 @pytest.fixture(scope="session")
 def cifar_dir() -> Path:
     """The shared copy; skipped where it is absent, but CI always has it, so there its absence is a failure."""

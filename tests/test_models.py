@@ -29,6 +29,10 @@ REFERENCE_PARAMS = {
     "resnet50": 23_520_842,
     "resnet101": 42_512_970,
     "inception": 6_166_250,
+    # The fast nets: airbench94's parameters with requires_grad (its frozen whitening kernel and fixed BN
+    # weights are not trained, as here), and the Myrtle.ai ResNet-9 (bias-free convs and head).
+    "airbench": 1_971_352,
+    "resnet9": 6_573_120,
 }
 # The reference VGG and GoogLeNet give their convolutions a bias, which the following batch norm makes
 # redundant; ours have none, so the reference has one extra parameter per conv output channel.

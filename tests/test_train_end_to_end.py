@@ -81,7 +81,7 @@ def test_evaluate_rewrites_the_report_with_tta(quick_run, tmp_path):
     out = tmp_path / "eval"
     evaluate.main([str(quick_run), "--tta", "--out", str(out)])
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["tta"] is True and metrics["num_test_images"] == 128  # the run's own --test-limit
+    assert metrics["tta"] == "flip" and metrics["num_test_images"] == 128  # the run's own --test-limit
     assert (out / "confusion_matrix.png").stat().st_size > 10_000
 
 
@@ -151,3 +151,11 @@ def test_training_runs_under_jax(cifar_dir, tmp_path):
     assert saved["environment"]["backend"] == "jax"
     assert saved["runtime"]["augment_in_model"] is True and saved["runtime"]["jit_compile"] is True
     assert json.loads((run_dir / "metrics.json").read_text())["num_test_images"] == 128
+
+
+def test_a_time_budget_sets_the_epochs(cifar_dir, tmp_path):
+    run_dir = tmp_path / "budget"
+    train.main([*TINY, "--time-budget", "0.25", "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
+    assert runtime["seconds_per_step"] > 0 and runtime["epochs"] >= 1
+    assert len(read_history(run_dir)) == runtime["epochs"]

@@ -135,7 +135,7 @@ def test_schedules_warm_up_then_decay():
 
 @pytest.mark.parametrize("flags, requested, expected", [
     (["avx512f", "avx512_bf16", "amx_bf16"], "auto", "mixed_bfloat16"),
-    (["avx512f", "avx512_bf16"], "auto", "float32"),
+    (["avx512f", "avx512_bf16"], "auto", "mixed_bfloat16"),
     (["avx2"], "auto", "float32"),
     (["avx2"], "mixed", "mixed_bfloat16"),
     (["amx_bf16"], "float32", "float32"),
@@ -145,3 +145,23 @@ def test_precision_is_chosen_from_the_cpu(monkeypatch, flags, requested, expecte
     monkeypatch.setattr(host, "accelerators", lambda: [])
     policy, reason = host.choose_precision(requested)
     assert policy == expected and reason
+
+
+def test_time_budget_buys_whole_epochs():
+    from keras_cifar.training.budget import epochs_for_budget
+
+    # 10 steps of 0.5 s plus 4 s of validation (3,072 images = 24 batches at a third of a step's cost) = 9 s.
+    assert epochs_for_budget(90, 0.5, 10, 3072, 128) == 10
+    assert epochs_for_budget(89, 0.5, 10, 3072, 128) == 9
+    assert epochs_for_budget(1, 0.5, 10, 3072, 128) == 1  # always at least one epoch
+    with pytest.raises(ConfigError, match="time_budget"):
+        TrainConfig(time_budget=0).validate()
+
+
+def test_augmentation_stays_float32_under_mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    stack = build_augmentation(crop_padding=4, flip=True, seed=0)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+    assert np.array_equal(np.asarray(stack(images, training=False)), images)  # bfloat16 would round 162.43 to 162

@@ -75,7 +75,9 @@ def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0,
                                                  seed=seed, dtype="float32", name="random_erasing"))
     if not layers:
         return None
-    return keras.Sequential(layers, name="augmentation")
+    stack = keras.Sequential(layers, name="augmentation")
+    stack.dtype_policy = "float32"  # a Sequential would otherwise cast its input to the global compute dtype
+    return stack
 
 
 def augmentation_from_config(config):

@@ -19,18 +19,35 @@ from sklearn.metrics import (
 TOP_K = 5
 
 
-def predict_probabilities(model, images, batch_size=512, tta=False):
+TTA_MODES = ("none", "flip", "flip_translate")
+
+
+def predict_probabilities(model, images, batch_size=512, tta="none"):
     """Returns the model's class probabilities, float32 (N, C).
 
-    With `tta`, averages the probabilities for each image and its left-right mirror: CIFAR objects are
-    as likely facing either way (training flips them too), so the mean is a cheap, reliable gain.
+    `tta="flip"` averages each image with its left-right mirror: CIFAR objects are as likely facing either
+    way (training flips them too), so the mean is a cheap, reliable gain. `"flip_translate"` (airbench's
+    level 2) gives that mean half the weight and, for the other half, the flip-averaged predictions of the
+    image shifted one pixel up-left and one pixel down-right (reflect padding): 6 views an image.
+    `True`/`False` mean "flip"/"none".
     """
+    mode = {True: "flip", False: "none"}.get(tta, tta)
+    if mode not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
     images = np.asarray(images, dtype=np.float32)
-    probabilities = _predict(model, images, batch_size)
-    if tta:
-        mirrored = _predict(model, np.flip(images, axis=2), batch_size)
-        probabilities = (probabilities + mirrored) / 2
+    if mode == "none":
+        return _predict(model, images, batch_size)
+    probabilities = _flip_mean(model, images, batch_size)
+    if mode == "flip_translate":
+        padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+        shifted = [padded[:, :-2, :-2], padded[:, 2:, 2:]]
+        translated = sum(_flip_mean(model, view, batch_size) for view in shifted) / len(shifted)
+        probabilities = (probabilities + translated) / 2
     return probabilities.astype(np.float32, copy=False)
+
+
+def _flip_mean(model, images, batch_size):
+    return (_predict(model, images, batch_size) + _predict(model, np.flip(images, axis=2), batch_size)) / 2
 
 
 def _predict(model, images, batch_size):

@@ -4,7 +4,6 @@ Built on matplotlib's object-oriented `Figure` API, which renders with Agg and n
 global state, so plotting works on a headless machine and leaks no figures in a long process.
 """
 
-import csv
 import math
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from keras_cifar.errors import KerasCifarError
+from keras_cifar.evaluation.history import read_history
 
 DPI = 150
 LEARNING_RATE_COLUMNS = ("learning_rate", "lr")  # Keras 3 logs the first, Keras 2 the second.
@@ -60,7 +60,7 @@ def plot_training_curves(history_csv, path, title=None):
 
     Plots whichever of the usual columns the file has, so it serves runs without validation data too.
     """
-    history = _read_history(history_csv)
+    history = read_history(history_csv)
     epochs = _epochs(history)
     candidates = (_loss_panel(history), _accuracy_panel(history, epochs), _learning_rate_panel(history))
     panels = [panel for panel in candidates if panel[1]]
@@ -75,29 +75,6 @@ def plot_training_curves(history_csv, path, title=None):
     if title:
         fig.suptitle(title)
     _save(fig, path)
-
-
-def _read_history(history_csv):
-    """Returns the log as {column: [float, ...]}; a blank cell (metric not logged that epoch) is NaN."""
-    history_csv = Path(history_csv)
-    if not history_csv.is_file():
-        raise KerasCifarError(f"Training log {history_csv} does not exist; train a model first.")
-    with history_csv.open(newline="") as file:
-        rows = list(csv.DictReader(file))
-    if not rows:
-        raise KerasCifarError(
-            f"Training log {history_csv} has no epochs in it; was training interrupted?"
-        )
-    try:
-        return {column: [_as_float(row[column]) for row in rows] for column in rows[0]}
-    except (TypeError, ValueError) as error:
-        raise KerasCifarError(
-            f"Training log {history_csv} is not a Keras CSVLogger file: {error}"
-        ) from error
-
-
-def _as_float(cell):
-    return math.nan if cell == "" else float(cell)
 
 
 def _epochs(history):

@@ -6,14 +6,15 @@ same files in the same shape.
 
 from __future__ import annotations
 
-import csv
 import json
+import math
 import statistics
 from pathlib import Path
 
 import keras
 
 from keras_cifar.errors import CheckpointError
+from keras_cifar.evaluation.history import read_history
 from keras_cifar.evaluation.metrics import compute_metrics, format_metrics_table, predict_probabilities, write_metrics
 from keras_cifar.evaluation.plots import plot_confusion_matrix, plot_training_curves
 
@@ -35,28 +36,27 @@ def load_model_file(path) -> keras.Model:
 
 def training_summary(history_csv: Path) -> dict:
     """Epochs, best epoch, time and throughput, read back from the run's own log."""
-    with Path(history_csv).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return {}
-    summary = {"epochs_run": len(rows)}
-    if rows[0].get("val_accuracy"):
-        best = max(rows, key=lambda r: float(r["val_accuracy"]))
-        summary.update(best_epoch=int(best["epoch"]) + 1, best_val_accuracy=float(best["val_accuracy"]))
-    if rows[0].get("epoch_seconds"):
-        summary["training_seconds"] = sum(float(r["epoch_seconds"]) for r in rows)
+    history = read_history(history_csv)
+    epochs = history["epoch"]
+    summary = {"epochs_run": len(epochs)}
+    scores = history.get("val_accuracy", [])
+    if any(not math.isnan(v) for v in scores):
+        best = max(range(len(scores)), key=lambda i: -math.inf if math.isnan(scores[i]) else scores[i])
+        summary.update(best_epoch=int(epochs[best]) + 1, best_val_accuracy=scores[best])
+    if "epoch_seconds" in history:
+        summary["training_seconds"] = sum(history["epoch_seconds"])
         # The first epoch includes graph tracing and compilation; later ones show the steady state.
-        steady = rows[1:] or rows
-        summary["train_images_per_second"] = statistics.median(float(r["images_per_second"]) for r in steady)
+        steady = history["images_per_second"][1:] or history["images_per_second"]
+        summary["train_images_per_second"] = statistics.median(steady)
     return summary
 
 
-def evaluate_model(model, images, labels, class_names, tta=False) -> dict:
+def evaluate_model(model, images, labels, class_names, tta="none") -> dict:
     probabilities = predict_probabilities(model, images, tta=tta)
     return compute_metrics(labels, probabilities, class_names)
 
 
-def report_run(run_dir, x_test, y_test, class_names, tta=False, model_path=None, data_fingerprint=None) -> dict:
+def report_run(run_dir, x_test, y_test, class_names, tta="none", model_path=None, data_fingerprint=None) -> dict:
     """Evaluate a run directory's best model (or `model_path`) and write metrics.json and the plots beside it."""
     run_dir = Path(run_dir)
     model_path = Path(model_path) if model_path else run_dir / "model.keras"
@@ -77,5 +77,5 @@ def report_run(run_dir, x_test, y_test, class_names, tta=False, model_path=None,
     plot_confusion_matrix(metrics["confusion_matrix"], class_names, run_dir / "confusion_matrix.png",
                           title=f"{model.name}: test accuracy {metrics['accuracy']:.2%}")
     print(format_metrics_table(metrics, title=f"{model.name} on {metrics['num_test_images']} test images"
-                                               f"{' (flip TTA)' if tta else ''}"), flush=True)
+                                               f"{'' if tta in ('none', False) else f' (TTA: {tta})'}"), flush=True)
     return metrics

@@ -95,3 +95,16 @@ def classification_head(x, num_classes, dropout=0.0):
         x = keras.layers.Dropout(dropout, name="head_dropout")(x)
     x = keras.layers.Dense(num_classes, dtype="float32", name="logits")(x)
     return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)
+
+
+def scaled_logits_head(x, num_classes, logit_scale, dropout=0.0):
+    """Flattened features → optional dropout → bias-free float32 logits × `logit_scale` → softmax.
+
+    The fast nets' head: a fixed logit temperature instead of a learnt bias suits their short schedules.
+    """
+    x = keras.layers.Flatten(name="flatten")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name="head_dropout")(x)
+    x = keras.layers.Dense(num_classes, use_bias=False, dtype="float32", name="logits")(x)
+    x = keras.layers.Rescaling(logit_scale, dtype="float32", name="logit_scale")(x)
+    return keras.layers.Activation("softmax", dtype="float32", name="probabilities")(x)

@@ -3,7 +3,7 @@
 import inspect
 
 from keras_cifar.errors import ConfigError
-from keras_cifar.models import inception, resnet, vgg
+from keras_cifar.models import airbench, inception, resnet, resnet9, vgg
 
 MODELS = {
     "vgg16": vgg.vgg16,
@@ -13,6 +13,8 @@ MODELS = {
     "resnet50": resnet.resnet50,
     "resnet101": resnet.resnet101,
     "inception": inception.inception,
+    "resnet9": resnet9.resnet9,
+    "airbench": airbench.airbench,
 }
 
 ALIASES = {"googlenet": "inception"}

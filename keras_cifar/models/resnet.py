@@ -123,61 +123,22 @@ def resnet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def resnet18(
-    width_multiplier=1.0,
-    num_classes=10,
-    augmentation=None,
-    dropout=0.0,
-    bn_momentum=BN_MOMENTUM,
-    zero_init_residual=True,
-):
-    """ResNet-18: basic blocks [2, 2, 2, 2], about 11.2 M parameters at width 1.0."""
-    return resnet(
-        basic_block, (2, 2, 2, 2), "resnet18",
-        width_multiplier, num_classes, augmentation, dropout, bn_momentum, zero_init_residual,
-    )
+def _variant(block, blocks_per_stage, name, doc):
+    """A named builder with the registry's common signature, for one depth of ResNet."""
+
+    def build(width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=BN_MOMENTUM,
+              zero_init_residual=True):
+        return resnet(block, blocks_per_stage, name, width_multiplier, num_classes, augmentation, dropout,
+                      bn_momentum, zero_init_residual)
+
+    build.__name__ = build.__qualname__ = name
+    build.__doc__ = doc
+    return build
 
 
-def resnet34(
-    width_multiplier=1.0,
-    num_classes=10,
-    augmentation=None,
-    dropout=0.0,
-    bn_momentum=BN_MOMENTUM,
-    zero_init_residual=True,
-):
-    """ResNet-34: basic blocks [3, 4, 6, 3], about 21.3 M parameters at width 1.0."""
-    return resnet(
-        basic_block, (3, 4, 6, 3), "resnet34",
-        width_multiplier, num_classes, augmentation, dropout, bn_momentum, zero_init_residual,
-    )
-
-
-def resnet50(
-    width_multiplier=1.0,
-    num_classes=10,
-    augmentation=None,
-    dropout=0.0,
-    bn_momentum=BN_MOMENTUM,
-    zero_init_residual=True,
-):
-    """ResNet-50: bottleneck blocks [3, 4, 6, 3], about 23.5 M parameters at width 1.0."""
-    return resnet(
-        bottleneck_block, (3, 4, 6, 3), "resnet50",
-        width_multiplier, num_classes, augmentation, dropout, bn_momentum, zero_init_residual,
-    )
-
-
-def resnet101(
-    width_multiplier=1.0,
-    num_classes=10,
-    augmentation=None,
-    dropout=0.0,
-    bn_momentum=BN_MOMENTUM,
-    zero_init_residual=True,
-):
-    """ResNet-101: bottleneck blocks [3, 4, 23, 3], about 42.5 M parameters at width 1.0."""
-    return resnet(
-        bottleneck_block, (3, 4, 23, 3), "resnet101",
-        width_multiplier, num_classes, augmentation, dropout, bn_momentum, zero_init_residual,
-    )
+resnet18 = _variant(basic_block, (2, 2, 2, 2), "resnet18", "ResNet-18: basic blocks [2, 2, 2, 2], 11.2 M parameters.")
+resnet34 = _variant(basic_block, (3, 4, 6, 3), "resnet34", "ResNet-34: basic blocks [3, 4, 6, 3], 21.3 M parameters.")
+resnet50 = _variant(bottleneck_block, (3, 4, 6, 3), "resnet50",
+                    "ResNet-50: bottleneck blocks [3, 4, 6, 3], 23.5 M parameters.")
+resnet101 = _variant(bottleneck_block, (3, 4, 23, 3), "resnet101",
+                     "ResNet-101: bottleneck blocks [3, 4, 23, 3], 42.5 M parameters.")

@@ -50,7 +50,8 @@ class EpochStats(keras.callbacks.Callback):
         logs["images_per_second"] = self.train_images / ((self._train_end or now) - self._start)
 
 
-def build_callbacks(config, run_dir: Path, train_images: int, best_val_accuracy=None) -> list:
+def build_callbacks(config, run_dir: Path, train_images: int, steps_per_epoch: int, epochs: int,
+                    best_val_accuracy=None) -> list:
     """Order matters: EpochStats fills the logs before CSVLogger writes them, and the backup comes last, so an
     epoch the backup holds is always in history.csv and in the best-model checkpoint too. (Restoring happens
     at train begin, before any epoch, whatever the order.)"""
@@ -67,13 +68,49 @@ def build_callbacks(config, run_dir: Path, train_images: int, best_val_accuracy=
         ),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
     ]
+    if config.lookahead:
+        callbacks.insert(0, Lookahead(epochs * steps_per_epoch))
     if config.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
                                                        patience=config.early_stopping_patience))
     if config.schedule == "plateau":
         callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.step_gamma,
-                                                           patience=max(2, config.epochs // 10), min_lr=config.lr * 1e-3))
+                                                           patience=max(2, epochs // 10), min_lr=config.lr * 1e-3))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
     callbacks.append(BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False))
     return callbacks
+
+
+class Lookahead(keras.callbacks.Callback):
+    """airbench's Lookahead: every `every` steps the weights move to an exponential average of themselves.
+
+    The average's decay grows as `decay * (step / total_steps) ** power`: early on the weights run free,
+    late in training they are smoothed heavily, and after the last step they are set to the average. All float
+    weights take part, batch-norm statistics included. After a restart the average starts again from the
+    restored weights (it is not in the backup); the effect on the final weights is small because the
+    average is written into the weights every `every` steps.
+    """
+
+    def __init__(self, total_steps, every=5, decay=0.95**5, power=3):
+        super().__init__()
+        self.total_steps, self.every, self.decay, self.power = total_steps, every, decay, power
+        self._average = None
+
+    def _variables(self):
+        return [v for v in self.model.weights if "float" in str(v.dtype)]
+
+    def on_train_begin(self, logs=None):
+        self._average = [keras.ops.convert_to_numpy(v).copy() for v in self._variables()]
+
+    def _update(self, decay):
+        for variable, average in zip(self._variables(), self._average):
+            average += (1.0 - decay) * (keras.ops.convert_to_numpy(variable) - average)
+            variable.assign(average)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(keras.ops.convert_to_numpy(self.model.optimizer.iterations))
+        if step % self.every == 0:
+            self._update(self.decay * min(step / self.total_steps, 1.0) ** self.power)
+        if step >= self.total_steps:  # the last step: the weights become the average, before they are saved
+            self._update(1.0)

@@ -12,25 +12,15 @@ from keras_cifar.data import augmentation_from_config, evaluation_dataset, load_
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
-from keras_cifar.training import host, rundir
+from keras_cifar.training import budget, host, rundir
 from keras_cifar.training.callbacks import build_callbacks
+from keras_cifar.training.optimizers import build_optimizer
 from keras_cifar.training.schedules import learning_rate
+from keras_cifar.training.whitening import init_whitening
 
 
-def build_optimizer(config, lr):
-    """Nesterov SGD or AdamW; biases and batch-norm parameters are not decayed.
-
-    Keras decays weights outside the momentum (`w -= lr * wd * w`). PyTorch's SGD adds `wd * w` to the
-    gradient, which momentum then amplifies by 1 / (1 - momentum) in steady state; dividing by that factor
-    keeps the well-known PyTorch recipes' `weight_decay` values meaning the same here.
-    """
-    if config.optimizer == "sgd":
-        optimizer = keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=True,
-                                         weight_decay=config.weight_decay / (1.0 - config.momentum) or None)
-    else:
-        optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
-    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
-    return optimizer
+# airbench estimates the patch covariance from 5,000 images: enough for a 12x12 matrix, and about a second.
+WHITENING_IMAGES = 5000
 
 
 def resolve_runtime(config) -> dict:
@@ -46,18 +36,33 @@ def resolve_runtime(config) -> dict:
             "augment_in_model": in_model}
 
 
-def compile_model(config, runtime, steps_per_epoch, augmentation):
+def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
     keras.mixed_precision.set_global_policy(runtime["precision"])
     model = build_model(config.arch, width_multiplier=config.width_multiplier,
                         augmentation=augmentation if runtime["augment_in_model"] else None,
                         dropout=config.dropout, bn_momentum=config.bn_momentum)
     model.compile(
-        optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch)),
+        optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch, epochs)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         jit_compile=runtime["jit_compile"],
     )
     return model
+
+
+def planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation) -> int:
+    """`--epochs`, or under `--time-budget` the epochs that fit it (kept from the first attempt on a resume)."""
+    if not config.time_budget:
+        return config.epochs
+    if resumed:
+        return rundir.read_run_config(run_dir)["runtime"]["epochs"]
+    probe = compile_model(config, runtime, steps_per_epoch, augmentation, epochs=1)
+    step = budget.seconds_per_step(probe, split.x_train[:config.batch_size], split.y_train[:config.batch_size])
+    epochs = budget.epochs_for_budget(config.time_budget * 60, step, steps_per_epoch, len(split.y_val),
+                                      config.batch_size)
+    runtime["seconds_per_step"] = step
+    print(f"time budget {config.time_budget:g} min at {step:.2f} s/step: {epochs} epochs", flush=True)
+    return epochs
 
 
 def train(config) -> Path:
@@ -72,7 +77,9 @@ def train(config) -> Path:
                                 augmentation=None if runtime["augment_in_model"] else augmentation, seed=config.seed)
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
-    model = compile_model(config, runtime, steps_per_epoch, augmentation)
+    runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
+    model = compile_model(config, runtime, steps_per_epoch, augmentation, runtime["epochs"])
+    init_whitening(model, split.x_train[:WHITENING_IMAGES])
 
     start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
     best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
@@ -88,9 +95,10 @@ def train(config) -> Path:
           f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}",
           flush=True)
 
-    callbacks = build_callbacks(config, run_dir, split.sizes()["train"], best_so_far)
+    callbacks = build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
+                                best_so_far)
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=config.epochs, callbacks=callbacks,
+    history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
                         verbose=config.verbose, shuffle=False)
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):

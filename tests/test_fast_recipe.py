@@ -1,0 +1,98 @@
+"""The fast recipe's pieces: whitening init, Lookahead, the BN-shift learning rate, flip+translate TTA."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_cifar.config import TrainConfig, read_config_file, recipe_path
+from keras_cifar.evaluation import predict_probabilities
+from keras_cifar.models import build_model
+from keras_cifar.training.callbacks import Lookahead
+from keras_cifar.training.optimizers import build_optimizer
+from keras_cifar.training.whitening import init_whitening, whitening_kernel
+
+
+def test_whitening_kernel_decorrelates_patches():
+    rng = np.random.default_rng(0)
+    # Smooth, correlated images: neighbouring pixels and channels share most of their signal.
+    base = rng.normal(size=(200, 17, 17, 1))
+    images = np.repeat(np.repeat(base, 2, axis=1), 2, axis=2)[:, :32, :32] + 0.1 * rng.normal(size=(200, 32, 32, 3))
+    kernel = whitening_kernel(images, (2, 2), eps=0.0)
+    assert kernel.shape == (2, 2, 3, 24)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
+    windows = np.lib.stride_tricks.sliding_window_view(images, (2, 2), axis=(1, 2))
+    patches = windows.transpose(0, 1, 2, 4, 5, 3).reshape(-1, 12)
+    outputs = patches @ kernel[..., :12].reshape(12, 12)
+    np.testing.assert_allclose(outputs.T @ outputs / len(outputs), np.eye(12), atol=1e-6)
+
+
+def test_init_whitening_fills_only_models_that_have_the_layer(cifar):
+    model = build_model("airbench", width_multiplier=0.25)
+    before = model.get_layer("whiten").kernel.numpy().copy()
+    assert init_whitening(model, cifar.x_train[:500])
+    after = model.get_layer("whiten").kernel.numpy()
+    assert not np.allclose(before, after)
+    assert not model.get_layer("whiten").kernel.trainable
+    assert not init_whitening(build_model("resnet9", width_multiplier=0.25), cifar.x_train[:10])
+
+
+def test_lookahead_moves_weights_toward_their_average():
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    model.get_layer(index=0).kernel.assign(np.zeros((2, 1), "float32"))
+    lookahead = Lookahead(total_steps=100)
+    lookahead.set_model(model)
+    lookahead.on_train_begin()
+    model.get_layer(index=0).kernel.assign(np.full((2, 1), 4.0, "float32"))
+    lookahead._update(0.75)  # average = 0 + 0.25 * (4 - 0)
+    np.testing.assert_allclose(model.get_layer(index=0).kernel.numpy(), 1.0)
+    model.fit(np.ones((8, 2)), np.ones((8, 1)), batch_size=8, epochs=1, verbose=0, callbacks=[Lookahead(total_steps=1)])
+    assert model.optimizer.iterations.numpy() == 1
+
+
+def update_sizes(shift_lr_scale):
+    """How far one SGD step moves each variable of a Dense -> BatchNorm model (same data, same init)."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3, use_bias=False, name="dense")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x))
+    config = TrainConfig(momentum=0.0, weight_decay=0.0, bias_lr_scale=shift_lr_scale)
+    model.compile(build_optimizer(config, lr=0.01), "mse")
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.normal(size=(16, 4)), rng.normal(size=(16, 3)))
+    return {v.path: float(np.abs(v.numpy() - before[v.path]).sum()) for v in model.trainable_variables}
+
+
+def test_bn_shifts_take_the_scaled_learning_rate():
+    plain, scaled = update_sizes(1.0), update_sizes(64.0)
+    assert plain["bn/beta"] > 0
+    assert scaled["bn/beta"] == pytest.approx(64.0 * plain["bn/beta"], rel=1e-3)
+    assert scaled["bn/gamma"] == pytest.approx(plain["bn/gamma"], rel=1e-3)
+    assert scaled["dense/kernel"] == pytest.approx(plain["dense/kernel"], rel=1e-3)
+
+
+def test_flip_translate_tta_averages_six_views():
+    inputs = keras.Input((32, 32, 3))
+    x = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(10, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.01, seed=1))(x)
+    model = keras.Model(inputs, outputs)
+    images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
+
+    def p(x):
+        return model.predict(x, verbose=0)
+
+    def flip_mean(x):
+        return (p(x) + p(x[:, :, ::-1])) / 2
+
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")
+    expected = 0.5 * flip_mean(images) + 0.25 * (flip_mean(padded[:, :32, :32]) + flip_mean(padded[:, 2:, 2:]))
+    np.testing.assert_allclose(predict_probabilities(model, images, tta="flip_translate"), expected, atol=1e-6)
+    with pytest.raises(ValueError, match="tta must be one of"):
+        predict_probabilities(model, images, tta="rotate")
+
+
+def test_fast_recipe_is_a_valid_config_for_the_airbench_net():
+    settings = read_config_file(recipe_path("fast"))
+    config = TrainConfig(**settings).validate()
+    assert config.arch == "airbench" and config.val_split == 0 and config.lookahead and config.tta == "flip_translate"
