@@ -43,6 +43,7 @@ def test_lookahead_moves_weights_toward_their_average():
     lookahead = Lookahead(total_steps=100)
     lookahead.set_model(model)
     lookahead.on_train_begin()
+    lookahead.on_train_batch_begin(0)
     model.get_layer(index=0).kernel.assign(np.full((2, 1), 4.0, "float32"))
     lookahead._update(0.75)  # average = 0 + 0.25 * (4 - 0)
     np.testing.assert_allclose(model.get_layer(index=0).kernel.numpy(), 1.0)

@@ -101,7 +101,12 @@ class Lookahead(keras.callbacks.Callback):
         return [v for v in self.model.weights if "float" in str(v.dtype)]
 
     def on_train_begin(self, logs=None):
-        self._average = [keras.ops.convert_to_numpy(v).copy() for v in self._variables()]
+        self._average = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        # Started here rather than at train begin, so a resumed run averages its restored weights.
+        if self._average is None:
+            self._average = [keras.ops.convert_to_numpy(v).copy() for v in self._variables()]
 
     def _update(self, decay):
         for variable, average in zip(self._variables(), self._average):
