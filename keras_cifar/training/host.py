@@ -2,7 +2,8 @@
 
 Measured with `benchmarks/train_throughput.py` (train step img/s, float32 -> mixed_bfloat16, no XLA):
 - Intel Xeon with AMX-BF16 (TF 2.21, batch 256): ResNet-18 49 -> 100, airbench-like net 199 -> 428.
-- AMD EPYC Zen 4 with AVX-512-BF16, no AMX (batch 512): airbench 284 -> 369, ResNet-9 86 -> 129.
+- AMD EPYC Zen 4 with AVX-512-BF16, no AMX: ResNet-18 56 -> 83 (batch 128), airbench 284 -> 369 and
+  ResNet-9 86 -> 129 (batch 512).
 - XLA on either CPU: no faster, often much slower (airbench 284 -> 200, VGG-16 101 -> 16 img/s).
 So `auto` picks bfloat16 wherever the CPU has bfloat16 instructions, float16 on a GPU, float32 elsewhere,
 and XLA only on GPUs.
