@@ -21,8 +21,8 @@ from keras_cifar.evaluation.plots import plot_confusion_matrix, plot_training_cu
 
 def load_model_file(path) -> keras.Model:
     """Load a saved `.keras` model for inference, with a broken or missing file named in the error."""
-    import keras_cifar.data.augmentation  # noqa: F401 - registers the custom layers a saved model may hold
-    import keras_cifar.training.schedules  # noqa: F401 - registers the schedule a saved optimizer may hold
+    import keras_cifar.data.augmentation  # noqa: F401 - registers the augmentation layers a saved model may hold
+    import keras_cifar.models  # noqa: F401 - registers the builders' custom initialisers
 
     path = Path(path)
     if not path.is_file():
