@@ -50,6 +50,7 @@ class TrainConfig:
     # Augmentation
     crop_padding: int = _field(4, "pad-and-random-crop padding in pixels (0 = off)")
     flip: bool = _field(True, "random horizontal flip")
+    alternating_flip: bool = _field(False, "with --flip: mirror a fixed random half of the images, and all of them every other epoch (airbench), instead of at random")
     rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
     translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
     erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")

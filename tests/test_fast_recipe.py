@@ -97,3 +97,22 @@ def test_fast_recipe_is_a_valid_config_for_the_airbench_net():
     settings = read_config_file(recipe_path("fast"))
     config = TrainConfig(**settings).validate()
     assert config.arch == "airbench" and config.val_split == 0 and config.lookahead and config.tta == "flip_translate"
+
+
+def test_alternating_flip_shows_each_image_both_ways_every_two_epochs(cifar):
+    from keras_cifar.data import AlternatingFlip, training_dataset
+
+    flip = AlternatingFlip(seed=0)
+    images, labels = cifar.x_train[:64], cifar.y_train[:64]
+    prepared = flip.prepare(images)
+    mirrored = ~np.all(prepared == images, axis=(1, 2, 3))
+    assert 16 < mirrored.sum() < 48  # about half, chosen by the seed
+    np.testing.assert_array_equal(prepared[mirrored], images[mirrored][:, :, ::-1])
+
+    def seen(epoch):
+        flip.callback().on_epoch_begin(epoch)
+        ds = training_dataset(prepared, labels, batch_size=16, alternating_flip=flip, seed=epoch)
+        return {b.tobytes() for batch, _ in ds.as_numpy_iterator() for b in batch.astype(np.uint8)}
+
+    assert seen(0) == {b.tobytes() for b in prepared}
+    assert seen(1) == {b.tobytes() for b in prepared[:, :, ::-1].copy()}

@@ -81,5 +81,7 @@ def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0,
 
 
 def augmentation_from_config(config):
-    return build_augmentation(config.crop_padding, config.flip, config.rotation, config.translation, config.erasing,
+    """The stack for a run; with alternating flip the pipeline flips, so the stack does not."""
+    random_flip = config.flip and not config.alternating_flip
+    return build_augmentation(config.crop_padding, random_flip, config.rotation, config.translation, config.erasing,
                               seed=config.seed)

@@ -65,16 +65,48 @@ def _as_model_inputs(num_classes):
     return convert
 
 
-def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0) -> tf.data.Dataset:
+class AlternatingFlip:
+    """airbench's alternating flip: a seeded random half of the training images is mirrored once, and in every
+    odd epoch the whole set is mirrored, so each image is seen both ways in every pair of epochs, where random
+    flipping shows the same view twice in a row half the time.
+
+    `prepare` mirrors the half; `callback()` tells the pipeline the epoch. A new `tf.data` iterator is made
+    at each epoch start, after `on_epoch_begin`, so a batch never mixes two epochs' parity.
+    """
+
+    def __init__(self, seed=0):
+        self.seed = seed
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        mirrored = np.random.default_rng(self.seed).random(len(images)) < 0.5
+        out = images.copy()
+        out[mirrored] = out[mirrored][:, :, ::-1]
+        return out
+
+    def __call__(self, images):
+        return tf.cond(self.epoch % 2 == 1, lambda: tf.reverse(images, axis=[2]), lambda: images)
+
+    def callback(self):
+        import keras
+
+        return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.epoch.assign(epoch))
+
+
+def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0,
+                     alternating_flip: AlternatingFlip | None = None) -> tf.data.Dataset:
     """Shuffle, batch, augment whole batches in parallel, prefetch.
 
     The arrays are already in memory, which is what `cache()` would buy; augmenting after `batch` runs each
-    layer once per batch (per-image randomness, vectorised ops) instead of once per image.
+    layer once per batch (per-image randomness, vectorised ops) instead of once per image. With
+    `alternating_flip`, `x` must come from its `prepare`.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     ds = ds.map(_as_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE)
+    if alternating_flip is not None:
+        ds = ds.map(lambda images, labels: (alternating_flip(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
     if augmentation is not None:
         ds = ds.map(lambda images, labels: (augmentation(images, training=True), labels),
                     num_parallel_calls=tf.data.AUTOTUNE)

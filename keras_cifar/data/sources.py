@@ -307,7 +307,9 @@ def _find_copy(data_dir: Path) -> tuple[_Layout, Path]:
     """Look one level deep, extracted folders before archives, so users may point at either."""
     if not data_dir.is_dir():
         raise DataError(
-            f"CIFAR-10 data dir {data_dir} does not exist or is not a folder; check --data-dir / {DATA_ENV_VAR}"
+            f"CIFAR-10 data dir {data_dir} does not exist or is not a folder; check --data-dir / {DATA_ENV_VAR}. "
+            f"To get the data, put cifar-10-binary.tar.gz from {DOWNLOAD_URL} in a folder and pass that folder, "
+            "or leave --data-dir out to download it through tensorflow-datasets"
         )
     for layout in _LAYOUTS:
         if data_dir.name == layout.folder or any((data_dir / name).is_file() for name in layout.files):

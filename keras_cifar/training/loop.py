@@ -8,7 +8,8 @@ from pathlib import Path
 
 import keras
 
-from keras_cifar.data import augmentation_from_config, evaluation_dataset, load_cifar10, split_data, training_dataset
+from keras_cifar.data import (AlternatingFlip, augmentation_from_config, evaluation_dataset, load_cifar10, split_data,
+                              training_dataset)
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
@@ -32,6 +33,8 @@ def resolve_runtime(config) -> dict:
         raise ConfigError("augmentation can only run in tf.data under the TensorFlow backend; "
                           "use --augment-in-model auto or on")
     in_model = config.augment_in_model == "on" or (config.augment_in_model == "auto" and not tf_backend)
+    if in_model and config.flip and config.alternating_flip:
+        raise ConfigError("alternating_flip needs augmentation in tf.data (TensorFlow backend, --augment-in-model off)")
     return {"precision": policy, "precision_reason": policy_reason, "jit_compile": jit, "jit_reason": jit_reason,
             "augment_in_model": in_model}
 
@@ -73,8 +76,10 @@ def train(config) -> Path:
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     augmentation = augmentation_from_config(config)
-    train_ds = training_dataset(split.x_train, split.y_train, config.batch_size,
-                                augmentation=None if runtime["augment_in_model"] else augmentation, seed=config.seed)
+    alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
+    train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
+                                config.batch_size, augmentation=None if runtime["augment_in_model"] else augmentation,
+                                seed=config.seed, alternating_flip=alternating)
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
     runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
@@ -97,6 +102,8 @@ def train(config) -> Path:
 
     callbacks = build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
                                 best_so_far)
+    if alternating:
+        callbacks.insert(0, alternating.callback())
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
                         verbose=config.verbose, shuffle=False)
