@@ -68,8 +68,11 @@ def planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, au
     return epochs
 
 
-def train(config) -> Path:
-    """Train, keep the best model on validation, evaluate it once on the test set, write every output."""
+def train(config, extra_callbacks=()) -> Path:
+    """Train, keep the best model on validation, evaluate it once on the test set, write every output.
+
+    `extra_callbacks` run after the run's own (benchmarks use this to observe a run without changing it).
+    """
     run_dir, resumed = rundir.prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     runtime = resolve_runtime(config)
@@ -104,6 +107,7 @@ def train(config) -> Path:
                                 best_so_far)
     if alternating:
         callbacks.insert(0, alternating.callback())
+    callbacks.extend(extra_callbacks)
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
                         verbose=config.verbose, shuffle=False)
