@@ -69,6 +69,7 @@ class TrainConfig:
     warmup_start_factor: float = _field(0.0, "LR at the start of warm-up, as a fraction of --lr")
     final_lr_factor: float = _field(0.0, "LR at the end of onecycle/cosine decay, as a fraction of --lr")
     bias_lr_scale: float = _field(1.0, "SGD: LR multiplier for batch-norm shifts (airbench uses 64)")
+    whiten_bias_epochs: typing.Optional[int] = _field(None, "patch-whitening nets (airbench): freeze the whitening bias after N epochs, which also skips a backward conv (default: train it throughout)")
     lookahead: bool = _field(False, "airbench's Lookahead: every 5 steps, set the weights to an EMA whose decay grows over training")
     step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
     step_gamma: float = _field(0.1, "step schedule: LR factor at each milestone")
@@ -96,7 +97,8 @@ class TrainConfig:
         non_negative = {"weight_decay": self.weight_decay, "warmup_start_factor": self.warmup_start_factor,
                         "final_lr_factor": self.final_lr_factor, "bias_lr_scale": self.bias_lr_scale, "crop_padding": self.crop_padding, "rotation": self.rotation,
                         "val_split": self.val_split, "warmup_epochs": self.warmup_epochs,
-                        "early_stopping_patience": self.early_stopping_patience}
+                        "early_stopping_patience": self.early_stopping_patience,
+                        "whiten_bias_epochs": self.whiten_bias_epochs or 0}
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")

@@ -9,7 +9,7 @@ from keras_cifar.evaluation import predict_probabilities
 from keras_cifar.models import build_model
 from keras_cifar.training.callbacks import Lookahead
 from keras_cifar.training.optimizers import build_optimizer
-from keras_cifar.training.whitening import init_whitening, whitening_kernel
+from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening, whitening_kernel
 
 
 def test_whitening_kernel_decorrelates_patches():
@@ -116,3 +116,20 @@ def test_alternating_flip_shows_each_image_both_ways_every_two_epochs(cifar):
 
     assert seen(0) == {b.tobytes() for b in prepared}
     assert seen(1) == {b.tobytes() for b in prepared[:, :, ::-1].copy()}
+
+
+def test_whitening_bias_trains_until_its_epoch_then_stays_fixed(cifar):
+    keras.utils.set_random_seed(0)
+    model = build_model("airbench", width_multiplier=0.125)
+    init_whitening(model, cifar.x_train[:200])
+    model.compile(keras.optimizers.SGD(0.1), "categorical_crossentropy")
+    bias = model.get_layer("whiten").bias
+    x, y = cifar.x_train[:64].astype("float32"), np.eye(10, dtype="float32")[cifar.y_train[:64]]
+    seen = []
+    record = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: seen.append(bias.numpy().copy()))
+    model.fit(x, y, batch_size=32, epochs=3, verbose=0, callbacks=[FreezeWhiteningBias(1), record])
+    assert not bias.trainable
+    assert not np.allclose(seen[0], 0.0)  # it trained in the first epoch (it starts at zero)...
+    np.testing.assert_array_equal(seen[1], seen[0])  # ...and not after
+    np.testing.assert_array_equal(seen[2], seen[0])
+    assert model.optimizer.iterations.numpy() == 6  # the other weights went on training

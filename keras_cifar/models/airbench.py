@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from keras_cifar.models.common import image_input, scaled, scaled_logits_head
+from keras_cifar.models.layers import GELU, BatchNorm
 
 WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
@@ -47,7 +48,7 @@ class PartialIdentity(keras.initializers.Initializer):
 
 def batch_norm(x, bn_momentum, name):
     """Batch norm with a learnt shift but no learnt scale: GELU after it needs only the shift."""
-    return keras.layers.BatchNormalization(momentum=bn_momentum, epsilon=1e-12, scale=False, name=name)(x)
+    return BatchNorm(momentum=bn_momentum, epsilon=1e-12, scale=False, name=name)(x)
 
 
 def conv_group(x, filters, bn_momentum, name):
@@ -56,11 +57,11 @@ def conv_group(x, filters, bn_momentum, name):
                             name=f"{name}_conv1")(x)
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn1")
-    x = keras.layers.Activation("gelu", name=f"{name}_gelu1")(x)
+    x = GELU(name=f"{name}_gelu1")(x)
     x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
                             name=f"{name}_conv2")(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn2")
-    return keras.layers.Activation("gelu", name=f"{name}_gelu2")(x)
+    return GELU(name=f"{name}_gelu2")(x)
 
 
 def whitening(x):
@@ -69,7 +70,7 @@ def whitening(x):
                                 name="whiten")
     x = layer(x)
     layer.kernel.trainable = False
-    return keras.layers.Activation("gelu", name="whiten_gelu")(x)
+    return GELU(name="whiten_gelu")(x)
 
 
 def airbench(width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.6, widths=WIDTHS,

@@ -6,6 +6,8 @@ Every builder in this package goes through these helpers so that all models take
 
 import keras
 
+from keras_cifar.models.layers import BatchNorm
+
 IMAGE_SHAPE = (32, 32, 3)
 
 # Per-channel CIFAR-10 training-set statistics in 0–255 pixel units, so a saved model takes raw RGB.
@@ -73,7 +75,7 @@ def conv_bn_act(
         kernel_initializer="he_normal",
         name=f"{name}_conv",
     )(x)
-    x = keras.layers.BatchNormalization(
+    x = BatchNorm(
         momentum=bn_momentum,
         epsilon=BN_EPSILON,
         gamma_initializer=gamma_initializer,

@@ -17,7 +17,7 @@ from keras_cifar.training import budget, host, rundir
 from keras_cifar.training.callbacks import build_callbacks
 from keras_cifar.training.optimizers import build_optimizer
 from keras_cifar.training.schedules import learning_rate
-from keras_cifar.training.whitening import init_whitening
+from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening
 
 
 # airbench estimates the patch covariance from 5,000 images: enough for a 12x12 matrix, and about a second.
@@ -87,7 +87,7 @@ def train(config, extra_callbacks=()) -> Path:
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
     runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
     model = compile_model(config, runtime, steps_per_epoch, augmentation, runtime["epochs"])
-    init_whitening(model, split.x_train[:WHITENING_IMAGES])
+    whitened = init_whitening(model, split.x_train[:WHITENING_IMAGES])
 
     start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
     best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
@@ -107,6 +107,8 @@ def train(config, extra_callbacks=()) -> Path:
                                 best_so_far)
     if alternating:
         callbacks.insert(0, alternating.callback())
+    if whitened and config.whiten_bias_epochs is not None:
+        callbacks.insert(0, FreezeWhiteningBias(config.whiten_bias_epochs))
     callbacks.extend(extra_callbacks)
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
