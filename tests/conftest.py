@@ -36,3 +36,25 @@ def cifar_dir() -> Path:
 def cifar(cifar_dir) -> Cifar10:
     """Loaded once through the same code path a user's copy takes, so every test file can share it."""
     return load_cifar10(cifar_dir)
+
+
+@pytest.fixture(scope="session")
+def trained_run(cifar_dir, tmp_path_factory) -> Path:
+    """A tiny airbench run (its custom layers, mixed precision where the host picks it) for export and serving."""
+    from keras_cifar import train
+
+    run_dir = tmp_path_factory.mktemp("trained") / "airbench-tiny"
+    train.main(["--arch", "airbench", "--width-multiplier", "0.25", "--epochs", "2", "--batch-size", "128",
+                "--train-limit", "512", "--val-limit", "128", "--test-limit", "200", "--no-tensorboard",
+                "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def exported(trained_run, tmp_path_factory) -> Path:
+    """Every export format of `trained_run`, checked on 200 test images."""
+    from keras_cifar.export.__main__ import main
+
+    out = tmp_path_factory.mktemp("exported_models") / "airbench-tiny"
+    main([str(trained_run), "--out", str(out), "--test-limit", "200", "--calibration-images", "64"])
+    return out

@@ -117,7 +117,7 @@ def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     command = [sys.executable, "-m", "keras_cifar.train", *TINY, "--epochs", "4", "--train-limit", "512",
                "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metadata = run_dir / "backup" / "training_metadata.json"
+    metadata = run_dir / "backup" / "current" / "training_metadata.json"
     deadline = time.time() + 300
     while not metadata.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -129,7 +129,7 @@ def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     # A broken backup is reported, never silently trained over (checked on a copy of the killed run).
     broken = tmp_path / "broken"
     subprocess.run(["cp", "-r", str(run_dir), str(broken)], check=True)
-    for weights in (broken / "backup").glob("*.weights.h5"):
+    for weights in (broken / "backup").rglob("*.weights.h5"):
         weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="delete that folder"):
         train.main([*TINY, "--epochs", "4", "--train-limit", "512", "--data-dir", str(cifar_dir),

@@ -2,23 +2,54 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import time
 from pathlib import Path
 
 import keras
 
 from keras_cifar.errors import CheckpointError
+from keras_cifar.training.rundir import BACKUP_CURRENT
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras's crash-recovery backup, with an unreadable backup reported as the user's file to remove."""
+    """Keras's crash-recovery backup, written atomically, with an unreadable backup reported as the user's
+    folder to remove.
+
+    Keras overwrites its backup in place, so a kill during the write leaves a torn weights file and a run
+    that cannot continue. Here each backup is written whole into its own folder (`ROOT/epoch-N/`) and then
+    published by atomically re-pointing the symlink `ROOT/current` at it: a kill at any moment leaves the
+    previous backup or the new one. Keras reads through the link.
+    """
+
+    def __init__(self, root, **kwargs):
+        self.root = Path(root)
+        super().__init__(str(self.root / BACKUP_CURRENT), **kwargs)
 
     def on_train_begin(self, logs=None):
         try:
             super().on_train_begin(logs)
         except Exception as exc:  # noqa: BLE001 - h5py, JSON and shape errors all mean a broken backup
-            raise CheckpointError(f"cannot restore the training backup in {self.backup_dir} ({type(exc).__name__}: "
+            raise CheckpointError(f"cannot restore the training backup in {self.root} ({type(exc).__name__}: "
                                   f"{exc}); delete that folder to restart the run from epoch 0") from None
+
+    def _save_model(self):
+        target = self.root / f"epoch-{self._current_epoch}"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True)
+        self.model.save_weights(str(target / "latest.weights.h5"))
+        (target / "training_metadata.json").write_text(
+            json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        link = self.root / f"{BACKUP_CURRENT}.new"
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(target.name)
+        os.replace(link, self.root / BACKUP_CURRENT)  # the atomic step
+        for old in self.root.glob("epoch-*"):
+            if old != target:
+                shutil.rmtree(old, ignore_errors=True)
 
 
 class EpochStats(keras.callbacks.Callback):

@@ -16,6 +16,8 @@ from keras_cifar.errors import ConfigError
 RUNS_ROOT = Path("runs")
 # Settings that may change between a run and its continuation without changing what is trained.
 _RESUMABLE_CHANGES = ("run_dir", "verbose", "data_dir", "tensorboard")
+# The crash backup lives in RUN_DIR/backup/epoch-N/, published through this symlink (see callbacks.py).
+BACKUP_CURRENT = "current"
 
 
 def _comparable(config_dict: dict) -> dict:
@@ -82,7 +84,7 @@ def write_json(path: Path, payload: dict) -> None:
 
 def completed_epochs(run_dir: Path) -> int:
     """Epochs the last backup holds (0 when none): where a continued run starts."""
-    path = Path(run_dir) / "backup" / "training_metadata.json"
+    path = Path(run_dir) / "backup" / BACKUP_CURRENT / "training_metadata.json"
     try:
         return int(json.loads(path.read_text())["epoch"])
     except (OSError, ValueError, KeyError):

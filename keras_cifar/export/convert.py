@@ -1,0 +1,104 @@
+"""Turning a trained Keras model into deployable files: a SavedModel for TF Serving and TFLite flatbuffers.
+
+Every format starts from a float32 copy of the model: a model trained under `mixed_bfloat16` would otherwise
+carry bfloat16 casts into the SavedModel, which TFLite and most phones cannot run. The TFLite files are
+converted from the SavedModel's default signature, so all formats take the same input: raw 0–255 RGB.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_cifar.errors import KerasCifarError
+
+# name -> (file inside the export folder, what it is)
+FORMATS = {
+    "savedmodel": ("savedmodel/1", "SavedModel for TF Serving: float32 or uint8 0-255 images in, probabilities out"),
+    "tflite-float32": ("model_float32.tflite", "TFLite, float32 weights and activations"),
+    "tflite-float16": ("model_float16.tflite", "TFLite, float16 weights (half the size), float32 compute"),
+    "tflite-dynamic-int8": ("model_dynamic_int8.tflite", "TFLite, int8 weights, activations quantised on the fly"),
+    "tflite-int8": ("model_int8.tflite", "TFLite, full integer: int8 weights and activations, uint8 pixels in"),
+}
+IMAGE_SIGNATURE = "serving_default"
+UINT8_SIGNATURE = "serving_uint8"
+
+
+class ExportError(KerasCifarError):
+    """A model that cannot be exported to a requested format."""
+
+
+def float32_copy(model: keras.Model) -> keras.Model:
+    """The same network and weights with every layer's dtype policy set to float32."""
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy":
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {key: to_float32(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [to_float32(value) for value in node]
+        return node
+
+    copy = model.__class__.from_config(to_float32(model.get_config()))
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def export_savedmodel(model: keras.Model, directory: Path) -> Path:
+    """Write a SavedModel with two signatures: float32 images (JSON clients) and uint8 images (gRPC, raw bytes).
+
+    Both take [N, 32, 32, 3] pixels in 0–255 and return `probabilities` [N, classes].
+    """
+    import tensorflow as tf
+
+    height, width, channels = model.input_shape[1:]
+
+    def serve(images):
+        return {"probabilities": model(images, training=False)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(IMAGE_SIGNATURE, serve,
+                         input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
+    archive.add_endpoint(UINT8_SIGNATURE, lambda images: serve(tf.cast(images, tf.float32)),
+                         input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
+    archive.write_out(str(directory), verbose=False)
+    return directory
+
+
+def convert_tflite(saved_model_dir: Path, kind: str, calibration_images: np.ndarray | None = None) -> bytes:
+    """A TFLite flatbuffer of the SavedModel's default signature, quantised as `kind` says.
+
+    Full-integer quantisation calibrates activation ranges on `calibration_images` (training images, never test
+    images) and takes uint8 pixels: the calibrated input range is exactly 0–255, so a phone feeds the camera's
+    bytes unchanged. Its output stays float32 probabilities.
+    """
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir), signature_keys=[IMAGE_SIGNATURE])
+    if kind == "tflite-float16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == "tflite-dynamic-int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind == "tflite-int8":
+        if calibration_images is None or not len(calibration_images):
+            raise ExportError("full-integer quantisation needs calibration images")
+
+        def representative():
+            for image in calibration_images:
+                yield [image[None].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.uint8
+    elif kind != "tflite-float32":
+        raise ExportError(f"unknown TFLite format {kind!r}")
+    try:
+        return converter.convert()
+    except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean this format failed
+        raise ExportError(f"TFLite conversion to {kind} failed: {type(exc).__name__}: {str(exc)[:300]}") from None

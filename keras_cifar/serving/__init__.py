@@ -1,0 +1,1 @@
+"""Serving an exported model: image decoding, the prediction API and its web page."""

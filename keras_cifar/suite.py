@@ -1,0 +1,67 @@
+"""`python -m keras_cifar.suite --archs vgg16,resnet18 --seeds 3 --out suites/NAME [train flags]`: train each
+architecture and seed into one folder, then build the comparison report. Re-run the same command after a
+kill: finished runs are kept, the interrupted one continues from its last epoch, the rest follow.
+
+Any training flag applies to every run, e.g. `--time-budget 10 --width-multiplier 0.5` for an equal
+wall-clock budget per architecture at half width.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from keras_cifar import cli
+
+
+def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="python -m keras_cifar.suite", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--archs", required=True, help="comma-separated architectures (see --list-archs of train)")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds per architecture: 0, 1, ... (default 1)")
+    parser.add_argument("--out", type=Path, required=True, help="suite folder: runs/ and report/ go inside")
+    parser.add_argument("--note", default=None, help="a line for the report (e.g. what budget and width)")
+    return parser.parse_known_args(argv)
+
+
+def main(argv=None) -> None:
+    args, train_flags = parse_args(argv)
+    from keras_cifar.compare import build_report
+    from keras_cifar.config import resolve_config
+    from keras_cifar.errors import ConfigError
+    from keras_cifar.models import canonical_name
+    from keras_cifar.train import parse_args as train_parse_args
+    from keras_cifar.training import train
+    from keras_cifar.training.rundir import is_finished
+
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    taken = {"--arch", "--seed", "--run-dir"} & {flag.split("=")[0] for flag in train_flags}
+    if taken:
+        raise ConfigError(f"the suite sets {', '.join(sorted(taken))} itself; use --archs/--seeds/--out")
+    archs = [canonical_name(name.strip()) for name in args.archs.split(",") if name.strip()]
+    # Every configuration is resolved before the first run starts, so a typo fails now, not hours later.
+    plan = []
+    for arch in archs:
+        for seed in range(args.seeds):
+            run_dir = args.out / "runs" / f"{arch}-s{seed}"
+            plan.append((run_dir, resolve_config(train_parse_args(
+                ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]))))
+    for number, (run_dir, config) in enumerate(plan, start=1):
+        if is_finished(run_dir):
+            print(f"[{number}/{len(plan)}] {run_dir.name}: finished earlier, kept", flush=True)
+            continue
+        print(f"[{number}/{len(plan)}] {run_dir.name}", flush=True)
+        train(config)
+    report = build_report([run_dir for run_dir, _ in plan], args.out / "report",
+                          note=args.note or f"`python -m keras_cifar.suite {' '.join(argv or sys.argv[1:])}`")
+    print(f"wrote {report / 'report.md'} and {report / 'report.html'}")
+
+
+def cli_main() -> None:
+    sys.exit(cli.run(main))
+
+
+if __name__ == "__main__":
+    cli_main()

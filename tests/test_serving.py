@@ -1,0 +1,138 @@
+"""The prediction API: every endpoint, every kind of bad request (4xx, never 5xx), and the server lives on."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from keras_cifar.serving.app import create_app
+
+
+def png_bytes(array, size=None, mode=None):
+    image = Image.fromarray(array)
+    image = image.resize(size) if size else image
+    image = image.convert(mode) if mode else image
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def client(exported):
+    with TestClient(create_app(exported, max_upload_bytes=200_000, max_batch=4)) as client:
+        yield client
+
+
+def test_upload_returns_top_k_labels_in_file_order(client, cifar):
+    files = [("files", (f"img{i}.png", png_bytes(cifar.x_test[i], size=(64 + i, 48)), "image/png")) for i in range(3)]
+    response = client.post("/v1/predict?top_k=3", files=files)
+    assert response.status_code == 200
+    body = response.json()
+    assert [p["filename"] for p in body["predictions"]] == ["img0.png", "img1.png", "img2.png"]
+    assert body["predictions"][1]["width"] == 65
+    for prediction in body["predictions"]:
+        assert len(prediction["top_k"]) == 3 and prediction["top_k"][0]["label"] in cifar.class_names
+    assert body["model"]["architecture"] == "airbench" and body["timing_ms"] > 0
+
+
+def test_tf_serving_rest_format_matches_the_upload_endpoint(client, cifar):
+    images = cifar.x_test[:2]
+    response = client.post("/v1/models/cifar10:predict", json={"instances": images.tolist()})
+    assert response.status_code == 200
+    predictions = np.array(response.json()["predictions"])
+    assert predictions.shape == (2, 10)
+    np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-4)
+    columnar = client.post("/v1/models/cifar10:predict", json={"inputs": {"images": images.tolist()}}).json()
+    np.testing.assert_allclose(columnar["predictions"], predictions, atol=1e-6)
+    upload = client.post("/v1/predict?top_k=1", files=[("files", ("a.png", png_bytes(images[0]), "image/png"))]).json()
+    assert upload["predictions"][0]["top_k"][0]["index"] == int(predictions[0].argmax())
+
+
+def test_metadata_health_metrics_page_and_samples(client, cifar):
+    metadata = client.get("/v1/models/cifar10").json()
+    assert metadata["labels"] == list(cifar.class_names) and metadata["input_shape"] == [32, 32, 3]
+    assert metadata["model_version_status"][0]["state"] == "AVAILABLE"
+    assert metadata["limits"] == {"max_upload_bytes": 200_000, "max_batch": 4}
+    assert client.get("/healthz").json()["status"] == "ok"
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="file-input"' in page.text
+    assert client.get("/static/app.js").status_code == 200
+    sample = client.get(metadata["samples"][0]["url"])
+    assert sample.status_code == 200 and Image.open(io.BytesIO(sample.content)).size == (32, 32)
+    metrics = client.get("/metrics").text
+    assert "keras_cifar_requests_total" in metrics and "keras_cifar_images_total" in metrics
+
+
+def bad_requests(cifar):
+    """(description, request kwargs, expected status): each kind of malformed request a client can send."""
+    good = png_bytes(cifar.x_test[0])
+    image = cifar.x_test[0].tolist()
+    return [
+        ("text file", dict(files=[("files", ("a.png", b"hello", "image/png"))]), 422),
+        ("zero bytes", dict(files=[("files", ("a.png", b"", "image/png"))]), 422),
+        ("truncated png", dict(files=[("files", ("a.png", good[:len(good) // 2], "image/png"))]), 422),
+        ("html", dict(files=[("files", ("a.jpg", b"<html></html>", "image/jpeg"))]), 422),
+        ("too large", dict(files=[("files", ("a.png", b"\x89PNG" + bytes(300_000), "image/png"))]), 413),
+        ("too many", dict(files=[("files", (f"{i}.png", good, "image/png")) for i in range(5)]), 413),
+        ("no files", dict(data={"other": "x"}), 422),
+        ("bad top_k", dict(files=[("files", ("a.png", good, "image/png"))], params={"top_k": 0}), 422),
+        ("not json", dict(url="/v1/models/cifar10:predict", content=b"{nope"), 400),
+        ("json list", dict(url="/v1/models/cifar10:predict", json=[1, 2]), 400),
+        ("no instances", dict(url="/v1/models/cifar10:predict", json={"foo": 1}), 400),
+        ("wrong shape", dict(url="/v1/models/cifar10:predict", json={"instances": [[1, 2, 3]]}), 400),
+        ("ragged", dict(url="/v1/models/cifar10:predict", json={"instances": [image, [[1]]]}), 400),
+        ("strings", dict(url="/v1/models/cifar10:predict", json={"instances": [[["a"] * 3] * 32] * 32}), 400),
+        ("out of range", dict(url="/v1/models/cifar10:predict", json={"instances": [[[[300, 0, 0]] * 32] * 32]}), 400),
+        ("empty", dict(url="/v1/models/cifar10:predict", json={"instances": []}), 400),
+        ("bad signature", dict(url="/v1/models/cifar10:predict", json={"signature_name": "x", "instances": [image]}), 400),
+        ("too many instances", dict(url="/v1/models/cifar10:predict", json={"instances": [image] * 5}), 413),
+        ("unknown sample", dict(method="GET", url="/samples/../../etc/passwd"), 404),
+        ("unknown path", dict(method="GET", url="/v1/nothing"), 404),
+    ]
+
+
+def test_malformed_requests_get_4xx_json_and_the_server_keeps_serving(client, cifar):
+    for description, kwargs, status in bad_requests(cifar):
+        kwargs = dict(kwargs)
+        method, url = kwargs.pop("method", "POST"), kwargs.pop("url", "/v1/predict")
+        response = client.request(method, url, **kwargs)
+        assert response.status_code == status, (description, response.text)
+        error = response.json()["error"]
+        message = error if isinstance(error, str) else error["message"]
+        assert message, description
+    good = [("files", ("a.png", png_bytes(cifar.x_test[0]), "image/png"))]
+    assert client.post("/v1/predict", files=good).status_code == 200
+    assert 'status="422"' in client.get("/metrics").text
+
+
+def test_a_bad_file_names_itself(client, cifar):
+    files = [("files", ("good.png", png_bytes(cifar.x_test[0]), "image/png")),
+             ("files", ("bad.png", b"nonsense", "image/png"))]
+    error = client.post("/v1/predict", files=files).json()["error"]
+    assert error["filename"] == "bad.png" and "not an image" in error["message"]
+
+
+def test_an_oversized_request_is_refused_before_it_is_read(exported):
+    app = create_app(exported, max_upload_bytes=1000, max_batch=1)
+    with TestClient(app) as client:
+        response = client.post("/v1/predict", content=b"x" * 200_000,
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+    assert response.status_code == 413 and "at most 1 images" in response.json()["error"]["message"]
+
+
+def test_concurrent_requests_share_a_model_call(exported, cifar):
+    import concurrent.futures
+
+    with TestClient(create_app(exported, batch_window_ms=50)) as client:
+        image = cifar.x_test[:1].tolist()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda _: client.post("/v1/models/cifar10:predict", json={"instances": image}),
+                                      range(8)))
+        assert all(r.status_code == 200 for r in responses)
+        metrics = client.get("/metrics").text
+    calls = float(next(line.split()[-1] for line in metrics.splitlines()
+                       if line.startswith("keras_cifar_batch_size_count")))
+    assert calls < 8  # at least two requests were answered by one model call
