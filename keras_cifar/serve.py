@@ -19,8 +19,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted image file (default 5 MB)")
     parser.add_argument("--max-batch", type=int, default=32, help="most images per request (default 32)")
-    parser.add_argument("--batch-window-ms", type=float, default=2.0,
-                        help="how long to wait for concurrent requests to batch together (0 = no batching)")
+    parser.add_argument("--batch-window-ms", type=float, default=0.0,
+                        help="wait this long for concurrent requests to share one model call (default 0: off; it "
+                             "pays only when the model, not HTTP and image decoding, is the bottleneck)")
     return parser.parse_args(argv)
 
 

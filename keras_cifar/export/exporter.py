@@ -15,7 +15,7 @@ import numpy as np
 from keras_cifar.errors import CheckpointError
 from keras_cifar.export.check import check_format, format_report_table
 from keras_cifar.export.convert import FORMATS, convert_tflite, export_savedmodel, float32_copy
-from keras_cifar.export.runtime import load_predictor, predict_in_batches, tflite_interpreter_class
+from keras_cifar.export.runtime import load_predictor, tflite_interpreter_class
 
 INPUT_DESCRIPTION = "RGB pixels 0-255, shape [N, 32, 32, 3], float32 or uint8; normalisation is inside the model"
 
@@ -108,7 +108,7 @@ def export_run(run_dir, out, formats, images, labels, calibration_images, class_
         if name != "savedmodel":
             (out / FORMATS[name][0]).write_bytes(convert_tflite(saved_model, name, calibration_images))
 
-    reference = predict_in_batches(model, images)
+    reference = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     report = {"run_dir": str(run_dir), "architecture": run_config["config"]["arch"], "labels": list(class_names),
               "num_test_images": len(labels), "max_accuracy_drop_points": max_drop_points,
               "keras_float32_accuracy": float(np.mean(reference.argmax(1) == labels)),

@@ -77,7 +77,7 @@ def instances_array(body, expected_shape) -> np.ndarray:
 
 
 def create_app(export_dir, fmt: str | None = None, max_upload_bytes: int = 5 * 2**20, max_batch: int = 32,
-               batch_window_ms: float = 2.0) -> FastAPI:
+               batch_window_ms: float = 0.0) -> FastAPI:
     export_dir = Path(export_dir)
     predictor, fmt, metadata = open_export(export_dir, fmt)
     labels, input_shape = metadata["labels"], metadata["input_shape"]
