@@ -13,7 +13,6 @@ import itertools
 import json
 import math
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -84,22 +83,19 @@ def load_run(path: Path) -> Run:
     return Run(path, saved["config"], saved.get("runtime", {}), saved.get("data", {}), metrics, history)
 
 
-def measure_model(run: Run, repeats: int = 30) -> dict:
-    """Parameters, FLOPs per image and Keras CPU latency at batch 1 (median of `repeats` after warm-up)."""
+def measure_model(run: Run) -> dict:
+    """Parameters, FLOPs per image and Keras CPU latency at batch 1, timed as exported formats are."""
+    import types
+
     from keras_cifar.evaluation.report import load_model_file
+    from keras_cifar.export.check import speed
     from keras_cifar.models.flops import flops_per_image
 
     model = load_model_file(run.path / "model.keras")
-    image = np.zeros((1, *model.input_shape[1:]), dtype=np.float32)
-    for _ in range(3):
-        model.predict_on_batch(image)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model.predict_on_batch(image)
-        times.append(time.perf_counter() - start)
+    images = np.zeros((4, *model.input_shape[1:]), dtype=np.float32)
+    timing = speed(types.SimpleNamespace(predict=model.predict_on_batch), images, latency_runs=30, throughput_runs=1)
     return {"parameters": model.count_params(), "flops": flops_per_image(model),
-            "latency_ms": 1e3 * statistics.median(times)}
+            "latency_ms": timing["latency_ms_median"]}
 
 
 def export_figures(run: Run, exports_dir: Path | None) -> dict:
