@@ -1,7 +1,5 @@
 """The comparison report and the suite: every table and figure, seeds grouped, data never mixed, resume."""
 
-import json
-import os
 import signal
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """The prediction API: every endpoint, every kind of bad request (4xx, never 5xx), and the server lives on."""
 
 import io
-import json
 
 import numpy as np
 import pytest
