@@ -255,4 +255,6 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for layer in layers:
         merged.update(layer)
     merged["arch"] = arch
+    if "epochs" in cli and "time_budget" not in cli:
+        merged["time_budget"] = None  # a typed --epochs beats a budget from a recipe or file (--recipe long)
     return TrainConfig(**merged).validate()

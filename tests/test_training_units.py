@@ -33,6 +33,13 @@ def test_layers_resolve_in_order(tmp_path):
     assert TrainConfig().erasing == 0.0
 
 
+def test_long_recipe_fits_a_budget_unless_epochs_are_typed():
+    assert resolve_config(parse("--recipe", "long")).time_budget == 57
+    typed = resolve_config(parse("--recipe", "long", "--epochs", "2"))
+    assert typed.time_budget is None and typed.epochs == 2 and typed.width_multiplier == 1.5
+    assert resolve_config(parse("--recipe", "long", "--epochs", "2", "--time-budget", "5")).time_budget == 5
+
+
 def test_run_config_json_is_a_valid_config(tmp_path):
     saved = tmp_path / "config.json"
     saved.write_text(json.dumps({"config": TrainConfig(arch="resnet34", lr=0.3).to_dict(), "runtime": {}}))
