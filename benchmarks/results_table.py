@@ -1,17 +1,27 @@
-"""The README's fast-recipe table, built from committed run outputs (config.json, metrics.json, timing.json).
+"""README tables built from committed run outputs (config.json, metrics.json, timing.json).
 
     python benchmarks/results_table.py results/cpu/fast-s2 results/cpu/fast-s3 results/cpu/fast-s4
+    python benchmarks/results_table.py --ablations fast results/cpu/fast-s[234] results/cpu/ablate-*
 
-One row per run (test accuracy with the run's TTA, training seconds, steady-state images/second, seconds to
-90 % test accuracy without TTA) and a mean ± std row, so the README never quotes a number by hand.
+The first form: one row per run (test accuracy with the run's TTA, training seconds, steady-state
+images/second, seconds to 90 % test accuracy without TTA) and a mean ± std row. With `--ablations RECIPE`,
+each run is named by the settings where it differs from that recipe; runs that differ in nothing are the
+baseline (mean ± std of their seeds), and every other row gets its difference from that mean, so the README
+never quotes a number by hand.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import statistics
-import sys
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the config module imports TensorFlow
+
+# Settings that say where or how loudly a run went, not what it trained.
+NOT_A_CHANGE = {"seed", "run_dir", "data_dir", "verbose", "tensorboard", "source"}
 
 
 def row(run: Path) -> dict:
@@ -20,9 +30,10 @@ def row(run: Path) -> dict:
     timing_file = run / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
     training = metrics.get("training", {})
-    return {"run": run.name, "seed": config["config"]["seed"], "precision": config["runtime"]["precision"],
-            "accuracy": 100 * metrics["accuracy"], "tta": metrics.get("tta", "none"),
-            "seconds": training.get("training_seconds"), "img_s": training.get("train_images_per_second"),
+    return {"run": run.name, "config": config["config"], "seed": config["config"]["seed"],
+            "precision": config["runtime"]["precision"], "accuracy": 100 * metrics["accuracy"],
+            "tta": metrics.get("tta", "none"), "seconds": training.get("training_seconds"),
+            "img_s": training.get("train_images_per_second"),
             "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90")}
 
 
@@ -30,18 +41,58 @@ def fmt(value, spec, unit=""):
     return "—" if value is None else format(value, spec) + unit
 
 
-def main() -> None:
-    rows = [row(Path(p)) for p in sys.argv[1:]]
+def mean_std(values) -> str:
+    spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+    return f"{statistics.fmean(values):.2f}{spread} %"
+
+
+def runs_table(rows) -> None:
     print("| run | seed | precision | test accuracy (TTA) | training time | img/s | time to 90 % (no TTA) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['run']}` | {r['seed']} | {r['precision']} | {r['accuracy']:.2f} % ({r['tta']}) | "
               f"{fmt(r['seconds'], ',.0f', ' s')} | {fmt(r['img_s'], '.0f')} | {fmt(r['to_90'], ',.0f', ' s')} |")
     if len(rows) > 1:
-        accuracy = [r["accuracy"] for r in rows]
         seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
-        print(f"| **mean ± std** | | | **{statistics.fmean(accuracy):.2f} ± {statistics.stdev(accuracy):.2f} %** | "
+        print(f"| **mean ± std** | | | **{mean_std([r['accuracy'] for r in rows])}** | "
               f"{statistics.fmean(seconds):,.0f} s (max {max(seconds):,.0f}) | | |")
+
+
+def ablation_table(rows, recipe: str) -> None:
+    from keras_cifar.config import TrainConfig, read_config_file, recipe_path
+
+    reference = TrainConfig(**read_config_file(recipe_path(recipe))).to_dict()
+    defaults = TrainConfig().to_dict()
+
+    def changes(config):
+        # A setting missing from an older run's config.json did not exist yet: the run had its default.
+        config = {**defaults, **config}
+        return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference)
+                         if k not in NOT_A_CHANGE and config[k] != reference[k])
+
+    baseline = [r["accuracy"] for r in rows if not changes(r["config"])]
+    if not baseline:
+        raise SystemExit(f"no run uses the '{recipe}' recipe unchanged: nothing to compare against")
+    base = statistics.fmean(baseline)
+    print("| change from the recipe | runs (seeds) | test accuracy (TTA) | difference |")
+    print("|---|---|---|---|")
+    print(f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std(baseline)} | — |")
+    for r in rows:
+        change = changes(r["config"])
+        if change:
+            print(f"| {change} | 1 ({r['seed']}) | {r['accuracy']:.2f} % | {r['accuracy'] - base:+.2f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--ablations", metavar="RECIPE", help="name each run by how it differs from RECIPE")
+    args = parser.parse_args()
+    rows = [row(run) for run in args.runs]
+    if args.ablations:
+        ablation_table(rows, args.ablations)
+    else:
+        runs_table(rows)
 
 
 if __name__ == "__main__":
