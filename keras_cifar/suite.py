@@ -18,7 +18,9 @@ from keras_cifar import cli
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="python -m keras_cifar.suite", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", required=True, help="comma-separated architectures (see --list-archs of train)")
+    parser.add_argument("--archs", required=True,
+                        help="comma-separated architectures (see --list-archs of train) or groups: classic (the seven "
+                             "classic nets), fast (airbench, resnet9)")
     parser.add_argument("--seeds", type=int, default=1, help="seeds per architecture: 0, 1, ... (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="suite folder: runs/ and report/ go inside")
     parser.add_argument("--note", default=None, help="a line for the report (e.g. what budget and width)")
@@ -30,7 +32,7 @@ def main(argv=None) -> None:
     from keras_cifar.compare import build_report
     from keras_cifar.config import resolve_config
     from keras_cifar.errors import ConfigError
-    from keras_cifar.models import canonical_name
+    from keras_cifar.models import expand_names
     from keras_cifar.train import parse_args as train_parse_args
     from keras_cifar.training import train
     from keras_cifar.training.rundir import is_finished
@@ -40,7 +42,7 @@ def main(argv=None) -> None:
     taken = {"--arch", "--seed", "--run-dir"} & {flag.split("=")[0] for flag in train_flags}
     if taken:
         raise ConfigError(f"the suite sets {', '.join(sorted(taken))} itself; use --archs/--seeds/--out")
-    archs = [canonical_name(name.strip()) for name in args.archs.split(",") if name.strip()]
+    archs = expand_names(args.archs)
     # Every configuration is resolved before the first run starts, so a typo fails now, not hours later.
     plan = []
     for arch in archs:

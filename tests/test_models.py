@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from keras_cifar.errors import ConfigError
-from keras_cifar.models import available_models, build_model, canonical_name
+from keras_cifar.models import available_models, build_model, canonical_name, expand_names
 from keras_cifar.models.common import CIFAR10_MEAN, CIFAR10_STD
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -128,6 +128,15 @@ def test_googlenet_alias_builds_the_inception_architecture():
     assert alias.name == original.name == "inception"
     assert [(l.name, type(l)) for l in alias.layers] == [(l.name, type(l)) for l in original.layers]
     assert [w.shape for w in alias.weights] == [w.shape for w in original.weights]
+
+
+def test_group_names_expand_in_order_without_repeats():
+    assert expand_names("classic") == ["vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101", "inception"]
+    assert expand_names("airbench, fast,GoogLeNet") == ["airbench", "resnet9", "inception"]
+    with pytest.raises(ConfigError, match="Choose one of"):
+        expand_names("classic,resnet7")
+    with pytest.raises(ConfigError, match="groups: classic, fast"):
+        expand_names(" , ")
 
 
 def test_available_models_lists_every_architecture_and_alias_sorted():

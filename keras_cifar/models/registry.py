@@ -19,6 +19,12 @@ MODELS = {
 
 ALIASES = {"googlenet": "inception"}
 
+# Names for sets of architectures (`python -m keras_cifar.suite --archs classic`).
+GROUPS = {
+    "classic": ("vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101", "inception"),
+    "fast": ("airbench", "resnet9"),
+}
+
 # Options every builder takes; anything else a builder accepts is specific to its family.
 COMMON_OPTIONS = ("width_multiplier", "num_classes", "augmentation", "dropout", "bn_momentum")
 
@@ -35,6 +41,19 @@ def canonical_name(name):
     if key not in MODELS:
         raise ConfigError(f"Unknown architecture {name!r}. Choose one of: {', '.join(available_models())}.")
     return key
+
+
+def expand_names(names):
+    """Canonical architecture names for a comma-separated list that may hold group names, in order, once each."""
+    expanded = []
+    for name in (part.strip() for part in str(names).split(",")):
+        for member in GROUPS.get(name.lower(), (name,)) if name else ():
+            key = canonical_name(member)
+            if key not in expanded:
+                expanded.append(key)
+    if not expanded:
+        raise ConfigError(f"no architecture named in {names!r}; groups: {', '.join(GROUPS)}")
+    return expanded
 
 
 def build_model(
