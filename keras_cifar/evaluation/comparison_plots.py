@@ -24,20 +24,24 @@ def _save(fig, path):
 
 
 def plot_curves(groups, path):
-    """Validation accuracy and loss per epoch (training ones where a run had no validation split), overlaid."""
+    """Validation accuracy and loss (training ones where a run had no validation split), overlaid, against
+    training minutes where every run logged its epoch times: equal-budget runs of different speeds then
+    compare by what they learnt per minute, which an epoch axis hides. Markers keep one-epoch runs visible."""
+    runs = [run for group in groups for run in group.runs]
+    by_time = all("epoch_seconds" in run.history for run in runs)
     fig = Figure(figsize=(12, 4.5))
     axes = fig.subplots(1, 2)
     for colour, group in zip(_colours(len(groups)), groups):
         for i, run in enumerate(group.runs):
             history = run.history
             prefix = "val_" if any(not math.isnan(v) for v in history.get("val_accuracy", [math.nan])) else ""
-            epochs = [e + 1 for e in history.get("epoch", [])]
+            x = np.cumsum(history["epoch_seconds"]) / 60 if by_time else [e + 1 for e in history.get("epoch", [])]
             for ax, metric in zip(axes, ("accuracy", "loss")):
                 if prefix + metric in history:
-                    ax.plot(epochs, history[prefix + metric], color=colour, alpha=0.85,
+                    ax.plot(x, history[prefix + metric], color=colour, alpha=0.85, marker="o", markersize=3,
                             label=group.label if i == 0 else None)
     for ax, metric in zip(axes, ("accuracy", "loss")):
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("training minutes (epoch ends)" if by_time else "epoch")
         ax.set_ylabel(f"validation {metric} (training where no validation)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
