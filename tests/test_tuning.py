@@ -83,6 +83,12 @@ def test_settings_typed_on_the_command_line_are_fixed():
     assert space.entries["lr"]["max"] == 3e-3  # only AdamW's range is left
 
 
+def test_a_space_file_can_narrow_the_optimizer_choice(tmp_path):
+    space = resolve_space(TrainConfig(arch="resnet18", optimizer="sgd"),
+                          write_space(tmp_path, "optimizer: {values: [adamw]}\n"))
+    assert space.entries["lr"] == {"min": 3e-4, "max": 3e-3, "sampling": "log"}
+
+
 def test_a_space_file_merges_fixes_and_adds(tmp_path):
     path = write_space(tmp_path, "lr: {sgd: {max: 0.2}}\nbatch_size: 128\ndropout: null\n"
                                  "momentum: {min: 0.8, max: 0.95}\n")

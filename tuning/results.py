@@ -68,7 +68,7 @@ def format_table(rows, columns) -> str:
             return f"{value:.4g}"
         return "" if value is None else str(value)
 
-    header = [c.replace("tuner/", "") for c in columns]
+    header = columns
     cells = [[cell(row.get(c)) for c in columns] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(header)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]

@@ -98,14 +98,8 @@ def resolve_space(base: TrainConfig, space_file=None, fixed_names=()) -> Space:
         entries.pop(name, None)
     config = dataclasses.replace(base, **fixed)
     config.validate()
-    entries = {key: _check_entry(key, entry, config, where) for key, entry in entries.items()}
-    # Per-optimizer entries keep only the optimizers this search can pick; with one, they become plain entries.
-    optimizers = entries["optimizer"]["values"] if "optimizer" in entries else [config.optimizer]
-    for key, entry in entries.items():
-        if _per_optimizer(entry):
-            kept = {opt: sub for opt, sub in entry.items() if opt in optimizers}
-            entries[key] = kept[config.optimizer] if len(optimizers) == 1 and kept else kept
-    return Space(entries, fixed)
+    entries = _for_optimizers(entries, config.optimizer)
+    return Space({key: _check_entry(key, entry, config, where) for key, entry in entries.items()}, fixed)
 
 
 def declare(space: Space, hp) -> dict:
@@ -161,6 +155,22 @@ def _read_space_file(path) -> dict:
 
 def _per_optimizer(entry) -> bool:
     return isinstance(entry, dict) and bool(entry) and set(entry) <= set(OPTIMIZERS)
+
+
+def _for_optimizers(entries: dict, base_optimizer: str) -> dict:
+    """Per-optimizer entries keep only the optimizers this search can pick; with one, they become plain entries."""
+    choice = entries.get("optimizer")
+    optimizers = choice["values"] if isinstance(choice, dict) and isinstance(choice.get("values"), list) \
+        else [base_optimizer]
+    result = {}
+    for key, entry in entries.items():
+        if _per_optimizer(entry):
+            entry = {opt: sub for opt, sub in entry.items() if opt in optimizers}
+            if len(optimizers) == 1:
+                entry = entry.get(optimizers[0])
+        if entry:
+            result[key] = entry
+    return result
 
 
 def _merged(entry, change):
