@@ -182,8 +182,10 @@ def test_a_project_only_continues_the_search_that_started_it(tmp_path):
     space = resolve_space(base)
     search.check_same_search(tmp_path, base, space, "random")
     search.check_same_search(tmp_path, base, space, "random")
-    with pytest.raises(ConfigError, match="different tuner"):
+    with pytest.raises(ConfigError, match=r"other settings \(tuner\)"):
         search.check_same_search(tmp_path, base, space, "hyperband")
+    with pytest.raises(ConfigError, match=r"other settings \(--lr\)"):
+        search.check_same_search(tmp_path, TrainConfig(arch="resnet18", lr=0.05), space, "random")
 
 
 # Distributed: a chief and two workers on loopback
@@ -192,9 +194,9 @@ def test_a_project_only_continues_the_search_that_started_it(tmp_path):
 class Launch:
     """`python -m tuning.launch` in the background, its output collected line by line."""
 
-    def __init__(self, directory, port, *flags):
+    def __init__(self, directory, port, *flags, workers=2):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuning.launch", "--workers", "2", "--port", str(port), "--directory",
+            [sys.executable, "-m", "tuning.launch", "--workers", str(workers), "--port", str(port), "--directory",
              str(directory), "--project-name", "p", *map(str, flags)],
             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.lines = []
@@ -215,13 +217,21 @@ class Launch:
         return status
 
 
+def kill_mid_trial(run, project, worker):
+    deadline = time.time() + 240
+    while not (worker in ongoing_trials(project) and run.pid(worker)):  # the worker is inside a trial
+        assert run.process.poll() is None and time.time() < deadline, "".join(run.lines)[-3000:]
+        time.sleep(0.2)
+    os.kill(run.pid(worker), signal.SIGKILL)
+
+
 def check_every_trial_finished_once(project, count):
     found = trials(project)
     assert len(found) == count and {t["status"] for t in found.values()} == {"COMPLETED"}
     run_times = json.loads((project / "oracle.json").read_text())["run_times"]
     assert run_times == {t["trial_id"]: 1 for t in found.values()}  # each ended exactly once
     TrainConfig(**read_config_file(project / "best_config.yaml")).validate()
-    assert (project / "logs" / "chief.log").is_file() and (project / "logs" / "tuner1.log").is_file()
+    assert (project / "logs" / "chief.log").is_file() and (project / "logs" / "tuner0.log").is_file()
 
 
 DISTRIBUTED = ["--arch", "airbench", "--tuner", "random", "--max-trials", "4", *TINY]
@@ -237,12 +247,21 @@ def test_a_chief_and_two_workers_finish_every_trial_once(tmp_path, cifar_dir):
 
 def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path, cifar_dir):
     run = Launch(tmp_path, free_port(), *DISTRIBUTED, "--data-dir", cifar_dir)
-    deadline = time.time() + 240
-    while not ("tuner0" in ongoing_trials(tmp_path / "p") and run.pid("tuner0")):  # tuner0 is inside a trial
-        assert run.process.poll() is None and time.time() < deadline, "".join(run.lines)[-3000:]
-        time.sleep(0.2)
-    os.kill(run.pid("tuner0"), signal.SIGKILL)
+    kill_mid_trial(run, tmp_path / "p", "tuner0")
     assert run.wait() == 0, "".join(run.lines)[-3000:]
     check_every_trial_finished_once(tmp_path / "p", 4)
     assert any("launch: tuner0 exited with status -9 before the search ended; starting it again" in line
                for line in run.lines)
+
+
+def test_a_worker_out_of_restarts_stops_the_launch_and_a_rerun_finishes_the_search(tmp_path, cifar_dir):
+    flags = ["--arch", "airbench", "--tuner", "random", "--max-trials", "2", *TINY, "--data-dir", cifar_dir,
+             "--max-restarts", "0"]
+    port = free_port()
+    run = Launch(tmp_path, port, *flags, workers=1)
+    kill_mid_trial(run, tmp_path / "p", "tuner0")
+    assert run.wait() == 2
+    assert any("error: a worker died more often than --max-restarts allows" in line for line in run.lines)
+    rerun = Launch(tmp_path, port, *flags, workers=1)
+    assert rerun.wait() == 0, "".join(rerun.lines)[-3000:]
+    check_every_trial_finished_once(tmp_path / "p", 2)

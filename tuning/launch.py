@@ -23,9 +23,11 @@ import time
 from pathlib import Path
 
 from keras_cifar import cli
-from keras_cifar.errors import ConfigError
+from keras_cifar.errors import ConfigError, TrainingError
 
 LOOPBACK = "127.0.0.1"
+# KerasTuner's chief checks every 20 s whether the search is over.
+CHIEF_GRACE_SECONDS = 30
 
 
 def parse_args(argv=None):
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
 def check_port_free(ip: str, port: int) -> None:
     """Fail clearly now rather than let gRPC fail (or share the port: it binds with SO_REUSEPORT) later."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # Still fails on a port someone listens on, but not on the closed connections of a chief that just exited.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((ip, port))
         except OSError as exc:
@@ -77,9 +81,17 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
     for i in range(workers):
         processes[f"tuner{i}"] = _start(f"tuner{i}", command, env, logs)
         restarts[f"tuner{i}"] = 0
+    gave_up_at = None
     try:
         while processes["chief"].poll() is None:
             time.sleep(1)
+            if gave_up_at is None and any(v is None for v in restarts.values()) \
+                    and all(p.poll() is not None for n, p in processes.items() if n != "chief"):
+                gave_up_at = time.monotonic()
+            if gave_up_at and time.monotonic() - gave_up_at > CHIEF_GRACE_SECONDS:
+                raise TrainingError("a worker died more often than --max-restarts allows and the chief still waits "
+                                    "for its trial; re-run the same command to continue the search (that trial "
+                                    f"trains again). Logs: {logs}")
             for name, status in [(n, p.poll()) for n, p in processes.items() if n != "chief"]:
                 if status in (None, 0) or restarts[name] is None:
                     continue

@@ -127,15 +127,18 @@ def check_same_search(project_dir: Path, base, space, tuner: str) -> None:
     trials with new settings without a word."""
     record = {"tuner": tuner, "space": space.entries,
               "base": {k: v for k, v in base.to_dict().items() if k not in MAY_CHANGE}}
+    record = json.loads(json.dumps(record))  # as it reads back: tuples become lists
     path = project_dir / "search.json"
     if path.is_file():
         started = json.loads(path.read_text())
-        changed = [key for key in record if started.get(key) != json.loads(json.dumps(record[key]))]
+        changed = [key for key in ("tuner", "space") if started.get(key) != record[key]]
+        changed += [f"--{key.replace('_', '-')}" for key, value in record["base"].items()
+                    if started.get("base", {}).get(key) != value]
         if changed:
             from keras_cifar.errors import ConfigError
 
-            raise ConfigError(f"{project_dir} holds a search with different {' and '.join(changed)}; re-run it "
-                              f"with the flags it started with, or choose a new --project-name")
+            raise ConfigError(f"{project_dir} holds a search started with other settings ({', '.join(changed)}); "
+                              f"re-run it with the flags it started with, or choose a new --project-name")
         return
     project_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2))
