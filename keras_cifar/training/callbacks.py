@@ -88,7 +88,7 @@ def build_callbacks(config, run_dir: Path, train_images: int, steps_per_epoch: i
     at train begin, before any epoch, whatever the order.)"""
     has_val = config.val_split > 0
     callbacks = [
-        keras.callbacks.TerminateOnNaN(),
+        *_step_controls(config, steps_per_epoch, epochs),
         EpochStats(train_images),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "model.keras"),
@@ -98,19 +98,36 @@ def build_callbacks(config, run_dir: Path, train_images: int, steps_per_epoch: i
             initial_value_threshold=best_val_accuracy if has_val else None,
         ),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        *_epoch_controls(config, epochs),
     ]
-    if config.lookahead:
-        callbacks.insert(0, Lookahead(epochs * steps_per_epoch))
-    if config.early_stopping_patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
-                                                       patience=config.early_stopping_patience))
-    if config.schedule == "plateau":
-        callbacks.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.step_gamma,
-                                                           patience=max(2, epochs // 10), min_lr=config.lr * 1e-3))
     if config.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
     callbacks.append(BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False))
     return callbacks
+
+
+def control_callbacks(config, steps_per_epoch: int, epochs: int) -> list:
+    """The callbacks that change how a run trains (NaN guard, Lookahead, early stopping, plateau LR), without
+    the ones that record it: a search trial trains exactly as `train` would and writes nothing of its own."""
+    return [*_step_controls(config, steps_per_epoch, epochs), *_epoch_controls(config, epochs)]
+
+
+def _step_controls(config, steps_per_epoch: int, epochs: int) -> list:
+    controls = [keras.callbacks.TerminateOnNaN()]
+    if config.lookahead:
+        controls.insert(0, Lookahead(epochs * steps_per_epoch))
+    return controls
+
+
+def _epoch_controls(config, epochs: int) -> list:
+    controls = []
+    if config.early_stopping_patience:
+        controls.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
+                                                      patience=config.early_stopping_patience))
+    if config.schedule == "plateau":
+        controls.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.step_gamma,
+                                                          patience=max(2, epochs // 10), min_lr=config.lr * 1e-3))
+    return controls
 
 
 class Lookahead(keras.callbacks.Callback):

@@ -53,6 +53,33 @@ def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
     return model
 
 
+def prepared_model(config, runtime, split, steps_per_epoch, augmentation, epochs):
+    """The compiled model with its patch whitening (if it has one) fitted to the training images; also says
+    whether it did, for `pipeline_callbacks`."""
+    model = compile_model(config, runtime, steps_per_epoch, augmentation, epochs)
+    return model, init_whitening(model, split.x_train[:WHITENING_IMAGES])
+
+
+def fit_inputs(config, split, runtime, augmentation):
+    """The training and validation datasets, and the alternating flip that drives the first (or None)."""
+    alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
+    train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
+                                config.batch_size, augmentation=None if runtime["augment_in_model"] else augmentation,
+                                seed=config.seed, alternating_flip=alternating)
+    val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
+    return train_ds, val_ds, alternating
+
+
+def pipeline_callbacks(config, alternating, whitened) -> list:
+    """Callbacks the data pipeline and the model need, placed before every other callback."""
+    callbacks = []
+    if whitened and config.whiten_bias_epochs is not None:
+        callbacks.append(FreezeWhiteningBias(config.whiten_bias_epochs))
+    if alternating:
+        callbacks.append(alternating.callback())
+    return callbacks
+
+
 def planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation) -> int:
     """`--epochs`, or under `--time-budget` the epochs that fit it (kept from the first attempt on a resume)."""
     if not config.time_budget:
@@ -79,15 +106,10 @@ def train(config, extra_callbacks=()) -> Path:
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     augmentation = augmentation_from_config(config)
-    alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
-    train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
-                                config.batch_size, augmentation=None if runtime["augment_in_model"] else augmentation,
-                                seed=config.seed, alternating_flip=alternating)
-    val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
+    train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
     runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
-    model = compile_model(config, runtime, steps_per_epoch, augmentation, runtime["epochs"])
-    whitened = init_whitening(model, split.x_train[:WHITENING_IMAGES])
+    model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime["epochs"])
 
     start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
     best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
@@ -103,13 +125,10 @@ def train(config, extra_callbacks=()) -> Path:
           f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}",
           flush=True)
 
-    callbacks = build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
-                                best_so_far)
-    if alternating:
-        callbacks.insert(0, alternating.callback())
-    if whitened and config.whiten_bias_epochs is not None:
-        callbacks.insert(0, FreezeWhiteningBias(config.whiten_bias_epochs))
-    callbacks.extend(extra_callbacks)
+    callbacks = [*pipeline_callbacks(config, alternating, whitened),
+                 *build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
+                                  best_so_far),
+                 *extra_callbacks]
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
                         verbose=config.verbose, shuffle=False)
