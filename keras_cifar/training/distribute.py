@@ -19,8 +19,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import json
 import os
+import tempfile
+from pathlib import Path
 
 import keras
 
@@ -122,6 +125,14 @@ def _jax(name: str) -> Distribution:
     return Distribution(name, len(devices), len(workers), index, keras.distribution.DataParallel(devices=devices))
 
 
+def scratch_dir(run_dir: Path, worker_index: int) -> Path:
+    """Where a worker other than the chief writes: a directory in the system's temporary folder named after
+    the run and the worker, so a restarted worker replaces the one a killed attempt left rather than adding
+    another (its contents are never read back: every worker continues from the chief's backup)."""
+    run = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"keras-cifar-{run_dir.name}-{run}-worker{worker_index}"
+
+
 def shard_by_data(dataset, distribution: Distribution):
     """Under TensorFlow's multi-worker strategy, make each worker keep a different share of every batch.
 
@@ -141,10 +152,11 @@ def shard_by_data(dataset, distribution: Distribution):
 
 
 def work_around_keras_multiworker(model, strategy) -> None:
-    """Patch two steps of Keras 3.15's TensorFlow trainer that fail under MultiWorkerMirroredStrategy.
+    """Patch the steps of Keras 3.15 that fail under MultiWorkerMirroredStrategy; call it outside the scope.
 
     Keras 3 fit has not run under this strategy since TF 2.16 (keras-team/keras issue 20585, open at 3.15.1);
-    checked here with two CPU workers, it fails twice, each time in a `strategy.reduce` call:
+    checked here with two CPU workers, it fails in two `strategy.reduce` calls, and a continued run in a
+    third place:
     1. Before the first step it traces the model on one batch, got by averaging the first distributed batch
        with a single reduce of the whole (images, labels) tuple; this strategy's reduce takes one tensor at a
        time ("Attempt to convert a value (PerReplica...) to a Tensor"). Here on `model` only, it reduces
@@ -153,11 +165,22 @@ def work_around_keras_multiworker(model, strategy) -> None:
        the logs are scalars ("Invalid reduction dimension 0 for input with 0 dimensions"). Here the mean is
        taken over the replicas alone (`axis=None`), which is what the single-worker path computes. This one
        replaces a module function of Keras's trainer, for the process: it runs only under this strategy.
+    3. Each time weights are saved or loaded, Keras's saving code builds a throwaway Optimizer (with
+       variables) to learn which attributes to skip; its cache of the answer never hits, because it is read
+       as `saving_attr_skiplist_Optimizer` and written as `saving_attr_skipset_Optimizer` (also on Keras's
+       master). Inside the strategy's scope creating a variable is a broadcast from the chief, so every
+       save and load is a collective: when a continued run's chief restores its backup and the others have
+       none to load, the workers' collectives no longer match and the run fails ("Collective instance ...
+       expected type 1 ... but got type 0"). The answer is computed here, outside the scope, and stored
+       under the name Keras reads (per thread: callbacks run on this one).
     Everything else is Keras's own code.
     """
     from keras.src import tree
+    from keras.src.backend.common import global_state
     from keras.src.backend.tensorflow import trainer
+    from keras.src.saving import saving_lib
 
+    global_state.set_global_attribute("saving_attr_skiplist_Optimizer", saving_lib.get_attr_skipset("Optimizer"))
     keras_build = model._maybe_symbolic_build
 
     def maybe_symbolic_build(iterator=None, data_batch=None):

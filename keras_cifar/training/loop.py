@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
-import tempfile
 from pathlib import Path
 
 import keras
@@ -88,7 +87,8 @@ def train(config, extra_callbacks=()) -> Path:
     distribution = distribute.build(config.strategy)
     if distribution.is_chief:
         return _train(config, distribution, extra_callbacks)
-    scratch = Path(tempfile.mkdtemp(prefix=f"keras-cifar-worker{distribution.worker_index}-"))
+    scratch = distribute.scratch_dir(Path(config.run_dir), distribution.worker_index)
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed attempt's; the chief's backup is what counts
     try:
         _train(dataclasses.replace(config, run_dir=str(scratch)), distribution, extra_callbacks)
     finally:
