@@ -101,6 +101,20 @@ def test_mirrored_strategy_on_one_cpu_with_the_fast_net_tricks(cifar_dir, tmp_pa
     assert not (run_dir / "backup").exists()
 
 
+def test_jax_data_parallel_over_two_cpu_devices(cifar_dir, tmp_path):
+    """Under JAX, `mirrored` is keras.distribution.DataParallel; XLA is asked for two CPU devices."""
+    run_dir = tmp_path / "jax"
+    result = subprocess.run([sys.executable, "-m", "keras_cifar.train", *TINY, "--epochs", "1", "--strategy", "mirrored",
+                             "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)], cwd=REPO, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "jax",
+                                                         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 replicas of 32 images" in result.stdout
+    assert SUMMARY.search(result.stdout).group(3) == "2"
+    assert json.loads((run_dir / "config.json").read_text())["runtime"]["distribution"]["replicas"] == 2
+    assert (run_dir / "metrics.json").is_file()
+
+
 @pytest.mark.parametrize("value, message", [
     (None, "TF_CONFIG environment variable, which is not set"),
     ("{cluster", "TF_CONFIG is not valid JSON"),

@@ -116,6 +116,9 @@ def _train(config, distribution, extra_callbacks) -> Path:
               if config.val_split else None)
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
     with distribution.scope():
+        # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
+        # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
+        augmentation = augmentation_from_config(config)
         runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
         model = compile_model(config, runtime, steps_per_epoch, augmentation, runtime["epochs"])
         whitened = init_whitening(model, split.x_train[:WHITENING_IMAGES])
