@@ -7,8 +7,9 @@ batch over the replicas and all-reduces the gradients.
 
 JAX backend: `keras.distribution.DataParallel` over every device; `multiworker` first joins the processes
 with `keras.distribution.initialize` (JAX's multi-process runtime), its addresses taken from the same
-`TF_CONFIG`, so one setting describes the cluster under either backend. Tested here on CPU only: JAX's
-multi-process path was not run (it needs one accelerator host per process, or a CPU collectives setup).
+`TF_CONFIG`, so one setting describes the cluster under either backend. Tested here on CPU only:
+DataParallel over two XLA CPU devices in one process; JAX's multi-process path was not run (it needs one
+accelerator host per process, or a CPU collectives setup), nor resuming it (see `FollowChief`).
 
 Every worker runs the same callbacks (checkpoints, logs, backup), as TensorFlow's multi-worker Keras tutorial
 does, so no worker skips work another one waits on; only the chief's files are kept. The chief (worker 0)

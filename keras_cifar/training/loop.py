@@ -99,11 +99,11 @@ def train(config, extra_callbacks=()) -> Path:
 def _train(config, distribution, extra_callbacks) -> Path:
     """One worker's part of `train`: the model is built and fitted inside the distribution's scope; the test
     report is the chief's alone (it loads the saved model outside the scope, so no other worker takes part)."""
+    per_replica_batch = distribution.per_replica_batch(config.batch_size)  # before the run directory is made
     run_dir, resumed = rundir.prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     runtime = resolve_runtime(config)
-    runtime["distribution"] = {**distribution.describe(),
-                               "per_replica_batch": distribution.per_replica_batch(config.batch_size)}
+    runtime["distribution"] = {**distribution.describe(), "per_replica_batch": per_replica_batch}
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     augmentation = augmentation_from_config(config)
