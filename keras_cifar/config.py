@@ -26,6 +26,7 @@ OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "plateau", "constant")
 PRECISIONS = ("auto", "float32", "mixed", "mixed_bfloat16", "mixed_float16")
 AUTO_ON_OFF = ("auto", "on", "off")
+STRATEGIES = ("none", "mirrored", "multiworker")
 
 
 def _field(default, help, choices=None, flag=True):
@@ -58,7 +59,7 @@ class TrainConfig:
     # Optimisation
     epochs: int = _field(200, "maximum number of epochs")
     time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)")
-    batch_size: int = _field(128, "images per step")
+    batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")
     optimizer: str = _field("sgd", "SGD with Nesterov momentum, or AdamW", OPTIMIZERS)
     lr: float = _field(0.1, "peak learning rate")
     momentum: float = _field(0.9, "SGD momentum")
@@ -77,6 +78,8 @@ class TrainConfig:
     precision: str = _field("auto", "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy", PRECISIONS)
     jit_compile: str = _field("auto", "XLA compilation; auto picks by host", AUTO_ON_OFF)
     seed: int = _field(0, "seed for the split, shuffling, augmentation and initialisation")
+    strategy: str = _field("none", "data-parallel training: mirrored = every local GPU (or the CPU), multiworker = "
+                           "several machines from TF_CONFIG (TensorFlow) or keras.distribution (JAX)", STRATEGIES)
     # Outputs
     run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)")
     tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard")
@@ -118,6 +121,12 @@ class TrainConfig:
             raise ConfigError("early_stopping_patience needs validation data: set val_split > 0")
         if self.schedule == "plateau" and not self.val_split:
             raise ConfigError("the plateau schedule watches validation loss: set val_split > 0")
+        if self.strategy == "multiworker" and not self.run_dir:
+            raise ConfigError("--strategy multiworker needs --run-dir: every worker must name the same run "
+                              "(the chief writes it; a default name would differ by the workers' clocks)")
+        if self.strategy == "multiworker" and self.time_budget:
+            raise ConfigError("--time-budget cannot be used with --strategy multiworker: each worker would time "
+                              "its own steps and could plan a different number of epochs; give --epochs")
         if any(not 0 < m < 1 for m in self.step_milestones):
             raise ConfigError(f"step_milestones are fractions of training in (0, 1), got {list(self.step_milestones)}")
         return self

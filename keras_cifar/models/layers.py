@@ -12,7 +12,26 @@ class BatchNorm(keras.layers.BatchNormalization):
     fused kernel takes 65 ms (`benchmarks/batchnorm_gelu.py`). The fused kernel keeps its statistics in
     float32 whatever the input dtype, as Keras does. Other backends, masks, renorm, synchronised BN and
     non-NHWC layouts take Keras's own path, so the layer stays a drop-in, backend-agnostic replacement.
+
+    Under a `tf.distribute` strategy each replica normalises with its own batch's statistics (as Keras's
+    layer does) and the moving statistics are averaged over the replicas: see `add_weight`.
     """
+
+    def add_weight(self, *args, trainable=True, **kwargs):
+        """The moving statistics (the non-trainable weights) are created with MEAN aggregation.
+
+        Keras creates them with none, and then under MirroredStrategy / MultiWorkerMirroredStrategy every
+        replica's assignment updates only its own copy (on its own, as Keras's own BatchNormalization does:
+        checked with two CPU replicas): the copies drift apart, validation on each replica uses different
+        statistics, and the saved model keeps the first replica's, estimated from its share of the data.
+        MEAN makes each assignment in a replica an all-reduce of the replicas' new values, so every copy holds
+        the global-batch average. The cost is one small all-reduce per statistic per step; without a strategy,
+        and under JAX (whose data-parallel step computes the moments over the whole global batch), aggregation
+        changes nothing.
+        """
+        if not trainable:
+            kwargs["aggregation"] = "mean"
+        return super().add_weight(*args, trainable=trainable, **kwargs)
 
     def _fusable(self, inputs, mask):
         return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm

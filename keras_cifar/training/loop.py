@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from keras_cifar.data import (AlternatingFlip, augmentation_from_config, evaluat
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
-from keras_cifar.training import budget, host, rundir
+from keras_cifar.training import budget, distribute, host, rundir
 from keras_cifar.training.callbacks import build_callbacks
 from keras_cifar.training.optimizers import build_optimizer
 from keras_cifar.training.schedules import learning_rate
@@ -95,21 +96,54 @@ def planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, au
     return epochs
 
 
+def _describe(distribution: dict) -> str:
+    if distribution["strategy"] == "none":
+        return ""
+    return (f"; --strategy {distribution['strategy']}: {distribution['replicas']} replicas of "
+            f"{distribution['per_replica_batch']} images, worker {distribution['worker_index']} of "
+            f"{distribution['workers']} ({distribution['role']})")
+
+
 def train(config, extra_callbacks=()) -> Path:
     """Train, keep the best model on validation, evaluate it once on the test set, write every output.
 
     `extra_callbacks` run after the run's own (benchmarks use this to observe a run without changing it).
+    Under `--strategy multiworker` every worker trains; a worker other than the chief does the same work
+    into a scratch directory that is removed when it ends, so only the chief's run directory remains.
     """
+    distribution = distribute.build(config.strategy)
+    if distribution.is_chief:
+        return _train(config, distribution, extra_callbacks)
+    scratch = distribute.scratch_dir(Path(config.run_dir), distribution.worker_index)
+    shutil.rmtree(scratch, ignore_errors=True)  # a killed attempt's; the chief's backup is what counts
+    try:
+        _train(dataclasses.replace(config, run_dir=str(scratch)), distribution, extra_callbacks)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return Path(config.run_dir)
+
+
+def _train(config, distribution, extra_callbacks) -> Path:
+    """One worker's part of `train`: the model is built and fitted inside the distribution's scope; the test
+    report is the chief's alone (it loads the saved model outside the scope, so no other worker takes part)."""
+    per_replica_batch = distribution.per_replica_batch(config.batch_size)  # before the run directory is made
     run_dir, resumed = rundir.prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     runtime = resolve_runtime(config)
+    runtime["distribution"] = {**distribution.describe(), "per_replica_batch": per_replica_batch}
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     augmentation = augmentation_from_config(config)
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
+    train_ds = distribute.shard_by_data(train_ds, distribution)
+    val_ds = distribute.shard_by_data(val_ds, distribution) if val_ds is not None else None
     steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
-    runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
-    model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime["epochs"])
+    with distribution.scope():
+        # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
+        # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
+        augmentation = augmentation_from_config(config)
+        runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
+        model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime["epochs"])
 
     start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
     best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
@@ -122,20 +156,27 @@ def train(config, extra_callbacks=()) -> Path:
         "model": {"name": model.name, "parameters": model.count_params()},
     })
     print(f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime['precision']} "
-          f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}",
-          flush=True)
+          f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}"
+          + _describe(runtime["distribution"]), flush=True)
 
     callbacks = [*pipeline_callbacks(config, alternating, whitened),
                  *build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
-                                  best_so_far),
-                 *extra_callbacks]
+                                  best_so_far)]
+    if distribution.workers > 1 and keras.backend.backend() == "tensorflow":
+        distribute.work_around_keras_multiworker(model, distribution.strategy)
+        callbacks.append(distribute.FollowChief(distribution.strategy))  # after the backup's restore
+    callbacks.extend(extra_callbacks)
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
-                        verbose=config.verbose, shuffle=False)
+    with distribution.scope():
+        history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
+                            verbose=config.verbose, shuffle=False)
+    if distribution.name != "none":
+        print(distribute.worker_summary(model, distribution), flush=True)
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
         raise TrainingError(f"the training loss became NaN/inf in epoch {start_epoch + len(losses)}; the run stopped. "
                             f"Lower --lr (now {config.lr}) or use --precision float32, then start a new --run-dir")
-    report_run(run_dir, split.x_test, split.y_test, data.class_names, tta=config.tta)
+    if distribution.is_chief:
+        report_run(run_dir, split.x_test, split.y_test, data.class_names, tta=config.tta)
     shutil.rmtree(run_dir / "backup", ignore_errors=True)
     return run_dir
