@@ -60,7 +60,7 @@ def free_port():
 
 
 def test_every_architecture_has_a_valid_space():
-    assert set(FAMILIES) == set(MODELS)
+    assert set(FAMILIES) <= set(MODELS)  # no stale names; an unlisted architecture gets the standard space
     for arch in MODELS:
         space = resolve_space(TrainConfig(arch=arch))
         assert {"lr", "weight_decay", "batch_size", "dropout", "width_multiplier"} <= set(space.entries), arch

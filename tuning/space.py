@@ -77,7 +77,9 @@ class Space:
 
 
 def family_space(arch: str) -> dict:
-    return copy.deepcopy(SPACES[FAMILIES[canonical_name(arch)]])
+    """The architecture's family space; one registered later and not listed in FAMILIES gets the standard one,
+    so adding an architecture stays one file and one registry line."""
+    return copy.deepcopy(SPACES.get(FAMILIES.get(canonical_name(arch)), STANDARD))
 
 
 def resolve_space(base: TrainConfig, space_file=None, fixed_names=()) -> Space:
