@@ -13,12 +13,11 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-import yaml
 
 from keras_cifar.config import TrainConfig, read_config_file
 from keras_cifar.errors import ConfigError
 from keras_cifar.models.registry import MODELS
-from tuning import launch, search
+from tuning import search
 from tuning.hypermodel import CifarHyperModel
 from tuning.space import FAMILIES, declare, resolve_space
 
