@@ -104,6 +104,14 @@ def test_pad_crop_draws_an_offset_per_image():
     assert np.array_equal(np.asarray(RandomPadCrop(4)(images, training=False)), images)
 
 
+def test_pad_crop_output_is_a_window_of_the_reflect_padded_image():
+    images = np.random.default_rng(0).uniform(0, 255, (16, 8, 6, 3)).astype("float32")  # non-square, 3 channels
+    out = np.asarray(RandomPadCrop(2, seed=1)(images, training=True))
+    padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
+    windows = [[padded[i, r:r + 8, c:c + 6] for r in range(5) for c in range(5)] for i in range(16)]
+    assert all(any(np.array_equal(o, w) for w in ws) for o, ws in zip(out, windows))
+
+
 def test_augmentation_stack_follows_the_switches():
     assert build_augmentation(crop_padding=0, flip=False) is None
     stack = build_augmentation(crop_padding=4, flip=True, rotation=10, translation=0.1, erasing=0.5, seed=1)
