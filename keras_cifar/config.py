@@ -60,6 +60,7 @@ class TrainConfig:
     epochs: int = _field(200, "maximum number of epochs")
     time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)")
     batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")
+    drop_remainder: bool = _field(False, "skip each epoch's last, partial training batch (airbench does; the set is reshuffled every epoch, so no image is left out for good)")
     optimizer: str = _field("sgd", "SGD with Nesterov momentum, or AdamW", OPTIMIZERS)
     lr: float = _field(0.1, "peak learning rate")
     momentum: float = _field(0.9, "SGD momentum")

@@ -64,6 +64,16 @@ def test_a_run_directory_holds_every_output(quick_run):
     assert metrics["data_fingerprint"] == saved["data"]["fingerprint"]
 
 
+def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
+    import keras
+
+    run_dir = tmp_path / "drop"
+    train.main([*TINY, "--epochs", "1", "--train-limit", "250", "--drop-remainder", "--data-dir", str(cifar_dir),
+                "--run-dir", str(run_dir)])
+    model = keras.saving.load_model(run_dir / "model.keras")  # compiled: the optimizer counts the steps
+    assert int(model.optimizer.iterations) == 3  # 250 images in batches of 64: three full ones, the 58 left skipped
+
+
 def test_the_saved_model_takes_raw_pixels(quick_run, cifar):
     from keras_cifar.evaluation import load_model_file
 

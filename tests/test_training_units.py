@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from keras_cifar.config import TrainConfig, add_config_arguments, read_config_file, resolve_config
-from keras_cifar.data import RandomPadCrop, build_augmentation, split_data, stratified_holdout, training_dataset
+from keras_cifar.data import (RandomPadCrop, build_augmentation, split_data, steps_per_epoch, stratified_holdout,
+                              training_dataset)
 from keras_cifar.errors import ConfigError
 from keras_cifar.training import host
 from keras_cifar.training.schedules import WarmupSchedule
@@ -131,6 +132,14 @@ def test_training_dataset_augments_batches_and_one_hots_labels(cifar):
     images, labels = batches[0]
     assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3) and 0 <= images.min() <= images.max() <= 255
     assert labels.shape == (32, 10) and np.all(labels.sum(axis=1) == 1)
+
+
+def test_drop_remainder_gives_equal_batches_and_counts_them(cifar):
+    ds = training_dataset(cifar.x_train[:100], cifar.y_train[:100], batch_size=32, drop_remainder=True)
+    assert [len(b[0]) for b in ds.as_numpy_iterator()] == [32, 32, 32]
+    assert (steps_per_epoch(100, 32), steps_per_epoch(100, 32, drop_remainder=True)) == (4, 3)
+    with pytest.raises(ConfigError, match="leaves no full batch"):
+        steps_per_epoch(20, 32, drop_remainder=True)
 
 
 # --- schedules and host -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import keras_tuner
 import numpy as np
 
 from keras_cifar.data import augmentation_from_config, load_cifar10, split_data
+from keras_cifar.data import steps_per_epoch as count_steps
 from keras_cifar.errors import ConfigError
 from keras_cifar.training.callbacks import control_callbacks
 from keras_cifar.training.loop import fit_inputs, pipeline_callbacks, prepared_model, resolve_runtime
@@ -49,7 +50,7 @@ class CifarHyperModel(keras_tuner.HyperModel):
             raise keras_tuner.errors.FailedTrialError(f"invalid combination of settings: {exc}") from None
 
     def steps_per_epoch(self, config) -> int:
-        return math.ceil(len(self.split.y_train) / config.batch_size)
+        return count_steps(len(self.split.y_train), config.batch_size, config.drop_remainder)
 
     def build(self, hp):
         config = self.trial_config(hp)

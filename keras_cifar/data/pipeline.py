@@ -93,17 +93,26 @@ class AlternatingFlip:
         return keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs=None: self.epoch.assign(epoch))
 
 
+def steps_per_epoch(train_images: int, batch_size: int, drop_remainder: bool = False) -> int:
+    """Training steps in one pass over `train_images`, the unit every schedule is planned in."""
+    if drop_remainder and train_images < batch_size:
+        raise ConfigError(f"drop_remainder with {train_images} training images and batch_size {batch_size} leaves no "
+                          "full batch: lower --batch-size or turn drop_remainder off")
+    return train_images // batch_size if drop_remainder else -(-train_images // batch_size)
+
+
 def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0,
-                     alternating_flip: AlternatingFlip | None = None) -> tf.data.Dataset:
+                     alternating_flip: AlternatingFlip | None = None, drop_remainder=False) -> tf.data.Dataset:
     """Shuffle, batch, augment whole batches in parallel, prefetch.
 
     The arrays are already in memory, which is what `cache()` would buy; augmenting after `batch` runs each
     layer once per batch (per-image randomness, vectorised ops) instead of once per image. With
-    `alternating_flip`, `x` must come from its `prepare`.
+    `alternating_flip`, `x` must come from its `prepare`. `drop_remainder` gives `steps_per_epoch(len(y),
+    batch_size, True)` equal batches.
     """
     ds = tf.data.Dataset.from_tensor_slices((x, y))
     ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(_as_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE)
     if alternating_flip is not None:
         ds = ds.map(lambda images, labels: (alternating_flip(images), labels), num_parallel_calls=tf.data.AUTOTUNE)

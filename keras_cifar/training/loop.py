@@ -11,6 +11,7 @@ import keras
 
 from keras_cifar.data import (AlternatingFlip, augmentation_from_config, evaluation_dataset, load_cifar10, split_data,
                               training_dataset)
+from keras_cifar.data import steps_per_epoch as count_steps
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
@@ -66,7 +67,7 @@ def fit_inputs(config, split, runtime, augmentation):
     alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
     train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
                                 config.batch_size, augmentation=None if runtime["augment_in_model"] else augmentation,
-                                seed=config.seed, alternating_flip=alternating)
+                                seed=config.seed, alternating_flip=alternating, drop_remainder=config.drop_remainder)
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     return train_ds, val_ds, alternating
 
@@ -137,7 +138,7 @@ def _train(config, distribution, extra_callbacks) -> Path:
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     train_ds = distribute.shard_by_data(train_ds, distribution)
     val_ds = distribute.shard_by_data(val_ds, distribution) if val_ds is not None else None
-    steps_per_epoch = math.ceil(split.sizes()["train"] / config.batch_size)
+    steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)
     with distribution.scope():
         # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
         # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
@@ -160,8 +161,8 @@ def _train(config, distribution, extra_callbacks) -> Path:
           + _describe(runtime["distribution"]), flush=True)
 
     callbacks = [*pipeline_callbacks(config, alternating, whitened),
-                 *build_callbacks(config, run_dir, split.sizes()["train"], steps_per_epoch, runtime["epochs"],
-                                  best_so_far)]
+                 *build_callbacks(config, run_dir, min(split.sizes()["train"], steps_per_epoch * config.batch_size),
+                                  steps_per_epoch, runtime["epochs"], best_so_far)]
     if distribution.workers > 1 and keras.backend.backend() == "tensorflow":
         distribute.work_around_keras_multiworker(model, distribution.strategy)
         callbacks.append(distribute.FollowChief(distribution.strategy))  # after the backup's restore
