@@ -134,6 +134,20 @@ def test_training_dataset_augments_batches_and_one_hots_labels(cifar):
     assert labels.shape == (32, 10) and np.all(labels.sum(axis=1) == 1)
 
 
+def test_an_epoch_shows_every_image_once_in_a_seeded_order(cifar):
+    x, y = cifar.x_train[:100], cifar.y_train[:100]
+
+    def epoch(seed):
+        batches = list(training_dataset(x, y, batch_size=32, seed=seed).as_numpy_iterator())
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches]).argmax(axis=1)
+
+    images, labels = epoch(seed=3)
+    order = [int(np.flatnonzero((x == image.astype(np.uint8)).all(axis=(1, 2, 3)))[0]) for image in images]
+    assert sorted(order) == list(range(100)) and order != list(range(100))  # a permutation, and shuffled
+    assert np.array_equal(labels, y[order])  # each image keeps its label
+    assert np.array_equal(epoch(seed=3)[0], images) and not np.array_equal(epoch(seed=4)[0], images)
+
+
 def test_drop_remainder_gives_equal_batches_and_counts_them(cifar):
     ds = training_dataset(cifar.x_train[:100], cifar.y_train[:100], batch_size=32, drop_remainder=True)
     assert [len(b[0]) for b in ds.as_numpy_iterator()] == [32, 32, 32]
