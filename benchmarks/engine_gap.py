@@ -6,6 +6,8 @@ OpenMP/oneDNN environment) next to the numbers.
 
     python benchmarks/engine_gap.py --batch-size 256 --steps 10 --warmup 3 \\
         --torch-python /work/peer-venv/bin/python
+    python benchmarks/engine_gap.py --arch airbench --batch-size 1024 --steps 3 --warmup 2 \\
+        --precision bfloat16 --onednn-breakdown --torch-python /work/peer-venv/bin/python
 
 Run it with the project's interpreter. The Keras side is the project's own net, built by `compile_model` as
 training builds it; each precision runs in its own process because Keras's dtype policy is process-wide.
@@ -15,6 +17,11 @@ environments. The Keras code here never imports torch and the PyTorch code never
 TensorFlow. Both sides time synthetic batches (no input pipeline) and report batch size over the median
 step time after the warm-up steps.
 
+`--onednn-breakdown` runs both sides with `ONEDNN_VERBOSE=1` and prints the milliseconds per timed step spent
+in each oneDNN primitive (convolutions by shape and direction), side by side: the kernels the two engines
+share, and which of them differ. TensorFlow then runs with one inter-op thread, so its kernels do not overlap
+and their times add up as PyTorch's do; logging slows both sides a little, so take img/s from a plain run.
+
 Measure on an idle machine: the header prints the load average because other work on the cores hurts
 PyTorch's OpenMP threads (which wait for each other at every parallel region) far more than TensorFlow's
 thread pool, so a busy CPU exaggerates the gap.
@@ -23,12 +30,13 @@ thread pool, so a busy CPU exaggerates the gap.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import subprocess
 import sys
 
-from train_throughput import images_per_second, measure
+from train_throughput import TIMED_MARK, images_per_second, measure
 
 SCRIPT = os.path.abspath(__file__)
 KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
@@ -184,10 +192,11 @@ def keras_info() -> dict:
             "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(), "env": thread_env()}
 
 
-def run_child(python, args) -> tuple[subprocess.CompletedProcess | None, str]:
+def run_child(python, args, env=None) -> tuple[subprocess.CompletedProcess | None, str]:
     """Runs this file under `python`; returns the process and, if it failed, why in one line."""
     try:
-        child = subprocess.run([python, SCRIPT, *args], capture_output=True, text=True)
+        child = subprocess.run([python, SCRIPT, *args], capture_output=True, text=True,
+                               env={**os.environ, **(env or {})})
     except OSError as error:
         return None, str(error)
     if child.returncode == TORCH_MISSING:
@@ -196,6 +205,29 @@ def run_child(python, args) -> tuple[subprocess.CompletedProcess | None, str]:
         lines = child.stderr.strip().splitlines()
         return child, lines[-1] if lines else f"exit status {child.returncode}"
     return child, ""
+
+
+def onednn_breakdown(stdout: str, steps: int) -> collections.Counter:
+    """Milliseconds per timed step in each oneDNN primitive, from the `ONEDNN_VERBOSE=1` exec lines."""
+    totals = collections.Counter()
+    for line in stdout.split(TIMED_MARK, 1)[-1].splitlines():
+        fields = line.split(",")
+        if fields[0] != "onednn_verbose" or "exec" not in fields:
+            continue
+        at = fields.index("exec")
+        kind, direction, shape = fields[at + 2], fields[at + 4], fields[-2]
+        totals[f"{kind} {direction} {shape}" if kind == "convolution" else kind] += float(fields[-1]) / steps
+    return totals
+
+
+def print_breakdown(breakdowns: dict) -> None:
+    """One row per primitive, the engines side by side, largest first; a missing entry is a kernel one engine
+    does not call through oneDNN."""
+    names = sorted(set().union(*breakdowns.values()), key=lambda k: -max(b.get(k, 0) for b in breakdowns.values()))
+    print(f"{'oneDNN primitive, ms per step':<90}" + "".join(f"{side:>9}" for side in breakdowns))
+    for name in [*names, "total"]:
+        cells = [sum(b.values()) if name == "total" else b.get(name) for b in breakdowns.values()]
+        print(f"{name[:90]:<90}" + "".join("        -" if c is None else f"{c:9.1f}" for c in cells))
 
 
 def format_env(env) -> str:
@@ -226,6 +258,8 @@ def main() -> None:
     parser.add_argument("--precision", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
     parser.add_argument("--torch-python", default=sys.executable, help="interpreter with torch (default: this one)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    parser.add_argument("--onednn-breakdown", action="store_true",
+                        help="also print each side's time per oneDNN primitive (runs with ONEDNN_VERBOSE=1)")
     parser.add_argument("--keras-one", metavar="PRECISION", help=argparse.SUPPRESS)
     parser.add_argument("--torch-one", metavar="PRECISION", help=argparse.SUPPRESS)
     parser.add_argument("--torch-info", action="store_true", help=argparse.SUPPRESS)
@@ -252,15 +286,16 @@ def main() -> None:
 
     common = ["--arch", args.arch, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
               "--warmup", str(args.warmup)]
-    sides = [("keras", sys.executable, "--keras-one")]
+    verbose = {"ONEDNN_VERBOSE": "1"} if args.onednn_breakdown else {}
+    sides = [("keras", sys.executable, "--keras-one", {**verbose, "TF_NUM_INTEROP_THREADS": "1"} if verbose else {})]
     if torch_side:
-        sides.append(("torch", args.torch_python, "--torch-one"))
+        sides.append(("torch", args.torch_python, "--torch-one", verbose))
     print(f"{'network':<10} {'framework':<10} {'precision':<10} {'img/s':>8} {'torch/keras':>12}")
     results = []
     for precision in args.precision.split(","):
-        rates = {}
-        for framework, python, flag in sides:
-            child, error = run_child(python, [flag, precision, *common])
+        rates, breakdowns = {}, {}
+        for framework, python, flag, child_env in sides:
+            child, error = run_child(python, [flag, precision, *common], child_env)
             if error:
                 print(f"{args.arch:<10} {framework:<10} {precision:<10} failed: {error}", flush=True)
                 continue
@@ -270,6 +305,11 @@ def main() -> None:
                             "images_per_second": rates[framework], "torch_over_keras": ratio})
             print(f"{args.arch:<10} {framework:<10} {precision:<10} {rates[framework]:8.1f} "
                   f"{'' if ratio is None else f'{ratio:.2f}':>12}", flush=True)
+            if verbose:
+                breakdowns[framework] = onednn_breakdown(child.stdout, args.steps)
+                results[-1]["onednn_ms_per_step"] = dict(breakdowns[framework])
+        if breakdowns:
+            print_breakdown(breakdowns)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "keras": keras_side, "torch": torch_side, "torch_python": args.torch_python,

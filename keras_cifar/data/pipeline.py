@@ -56,6 +56,23 @@ def split_data(data, val_split=5000, seed=0, train_limit=None, val_limit=None, t
     )
 
 
+# Batches prepared at once, and ready ahead of the model. Each batch-level map takes 1-3 % of a train step, so
+# two in flight keep any model here fed (benchmarks/input_pipeline.py).
+PARALLEL_BATCHES = 2
+
+
+def _fixed_parallelism(ds: tf.data.Dataset) -> tf.data.Dataset:
+    """Prefetch with tf.data's autotuning off.
+
+    With it on, Keras's new iterator at each epoch start waits for the old one's autotuning thread to stop,
+    with the CPU idle: 20-25 s at the start of about one epoch in three of the fast recipe (py-spy: the main
+    thread in ~IteratorResource, joining an UnboundedThreadPool thread), 10-20 % of its training time.
+    """
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(PARALLEL_BATCHES).with_options(options)
+
+
 def _as_model_inputs(num_classes):
     """uint8 images to float32 0-255 (the model normalises), labels to one-hot for label smoothing."""
 
@@ -110,22 +127,24 @@ def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0
     `alternating_flip`, `x` must come from its `prepare`. `drop_remainder` gives `steps_per_epoch(len(y),
     batch_size, True)` equal batches.
     """
+    all_images, all_labels, convert = tf.constant(x), tf.constant(y), _as_model_inputs(num_classes)
+
+    def batch_of(index):
+        images, labels = convert(tf.gather(all_images, index), tf.gather(all_labels, index))
+        if alternating_flip is not None:
+            images = alternating_flip(images)
+        if augmentation is not None:
+            images = augmentation(images, training=True)
+        return images, labels
+
     # Shuffling indices and gathering whole batches, rather than shuffling 50,000 image tensors one by one,
     # halves the pipeline's CPU per epoch (2.3 -> 0.9-1.3 s) and the wait for an epoch's first batch.
-    all_images, all_labels, convert = tf.constant(x), tf.constant(y), _as_model_inputs(num_classes)
     ds = tf.data.Dataset.range(len(y)).shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda index: convert(tf.gather(all_images, index), tf.gather(all_labels, index)),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    if alternating_flip is not None:
-        ds = ds.map(lambda images, labels: (alternating_flip(images), labels), num_parallel_calls=tf.data.AUTOTUNE)
-    if augmentation is not None:
-        ds = ds.map(lambda images, labels: (augmentation(images, training=True), labels),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(batch_of, num_parallel_calls=PARALLEL_BATCHES)
+    return _fixed_parallelism(ds)
 
 
 def evaluation_dataset(x, y, batch_size, num_classes=10) -> tf.data.Dataset:
     """Batches in order, no augmentation."""
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch_size)
-    return ds.map(_as_model_inputs(num_classes), num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    return _fixed_parallelism(ds.map(_as_model_inputs(num_classes), num_parallel_calls=PARALLEL_BATCHES))
