@@ -77,10 +77,14 @@ def ablation_table(rows, recipe: str) -> None:
     print("| change from the recipe | runs (seeds) | test accuracy (TTA) | difference |")
     print("|---|---|---|---|")
     print(f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std(baseline)} | — |")
+    groups = {}  # runs that differ from the recipe in the same way are one row, whatever their seeds
     for r in rows:
-        change = changes(r["config"])
-        if change:
-            print(f"| {change} | 1 ({r['seed']}) | {r['accuracy']:.2f} % | {r['accuracy'] - base:+.2f} |")
+        if changes(r["config"]):
+            groups.setdefault(changes(r["config"]), []).append(r)
+    for change, group in groups.items():
+        accuracies = [r["accuracy"] for r in group]
+        seeds = ", ".join(str(r["seed"]) for r in group)
+        print(f"| {change} | {len(group)} ({seeds}) | {mean_std(accuracies)} | {statistics.fmean(accuracies) - base:+.2f} |")
 
 
 def main() -> None:
