@@ -156,6 +156,16 @@ def test_drop_remainder_gives_equal_batches_and_counts_them(cifar):
         steps_per_epoch(20, 32, drop_remainder=True)
 
 
+def test_too_few_images_for_a_full_batch_fail_before_the_run_directory(cifar_dir, tmp_path):
+    from keras_cifar.training import train
+
+    config = resolve_config(parse("--recipe", "fast", "--train-limit", "500", "--data-dir", str(cifar_dir),
+                                  "--run-dir", str(tmp_path / "run")))
+    with pytest.raises(ConfigError, match="leaves no full batch"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+
+
 # --- schedules and host -----------------------------------------------------------------------------------
 
 def test_schedules_warm_up_then_decay():

@@ -127,18 +127,19 @@ def train(config, extra_callbacks=()) -> Path:
 def _train(config, distribution, extra_callbacks) -> Path:
     """One worker's part of `train`: the model is built and fitted inside the distribution's scope; the test
     report is the chief's alone (it loads the saved model outside the scope, so no other worker takes part)."""
-    per_replica_batch = distribution.per_replica_batch(config.batch_size)  # before the run directory is made
+    # Everything that can reject the data or the batch size runs before the run directory is made.
+    per_replica_batch = distribution.per_replica_batch(config.batch_size)
+    data = load_cifar10(config.data_dir, config.source)
+    split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
+    steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)
     run_dir, resumed = rundir.prepare_run_dir(config)
     keras.utils.set_random_seed(config.seed)
     runtime = resolve_runtime(config)
     runtime["distribution"] = {**distribution.describe(), "per_replica_batch": per_replica_batch}
-    data = load_cifar10(config.data_dir, config.source)
-    split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     augmentation = augmentation_from_config(config)
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     train_ds = distribute.shard_by_data(train_ds, distribution)
     val_ds = distribute.shard_by_data(val_ds, distribution) if val_ds is not None else None
-    steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)
     with distribution.scope():
         # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
         # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
