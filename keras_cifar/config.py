@@ -22,7 +22,7 @@ from keras_cifar.evaluation.metrics import TTA_MODES
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = ("sgd", "muon", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "plateau", "constant")
 PRECISIONS = ("auto", "float32", "mixed", "mixed_bfloat16", "mixed_float16")
 AUTO_ON_OFF = ("auto", "on", "off")
@@ -61,16 +61,18 @@ class TrainConfig:
     time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)")
     batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")
     drop_remainder: bool = _field(False, "skip each epoch's last, partial training batch (airbench does; the set is reshuffled every epoch, so no image is left out for good)")
-    optimizer: str = _field("sgd", "SGD with Nesterov momentum, or AdamW", OPTIMIZERS)
-    lr: float = _field(0.1, "peak learning rate")
+    optimizer: str = _field("sgd", "SGD with Nesterov momentum; muon = Muon for conv filters and that SGD for the rest; or AdamW", OPTIMIZERS)
+    lr: float = _field(0.1, "peak learning rate (with muon: of the variables SGD trains)")
     momentum: float = _field(0.9, "SGD momentum")
+    muon_lr: float = _field(0.24, "muon: peak step of the conv filters, relative to their fixed norm (the same schedule as --lr)")
+    muon_momentum: float = _field(0.6, "muon: Nesterov momentum of the conv filters")
     weight_decay: float = _field(5e-4, "weight decay of conv/dense kernels, in PyTorch's units (SGD: coupled L2; AdamW: decoupled)")
     label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy targets")
     schedule: str = _field("cosine", "learning-rate schedule", SCHEDULES)
     warmup_epochs: float = _field(1.0, "linear warm-up length (onecycle, cosine; at most half the run)")
     warmup_start_factor: float = _field(0.0, "LR at the start of warm-up, as a fraction of --lr")
     final_lr_factor: float = _field(0.0, "LR at the end of onecycle/cosine decay, as a fraction of --lr")
-    bias_lr_scale: float = _field(1.0, "SGD: LR multiplier for batch-norm shifts (airbench uses 64)")
+    bias_lr_scale: float = _field(1.0, "SGD and muon: LR multiplier for batch-norm shifts (airbench uses 64)")
     whiten_bias_epochs: typing.Optional[int] = _field(None, "patch-whitening nets (airbench): freeze the whitening bias after N epochs, which also skips a backward conv (default: train it throughout)")
     lookahead: bool = _field(False, "airbench's Lookahead: every 5 steps, set the weights to an EMA whose decay grows over training")
     step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
@@ -89,12 +91,13 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Reject settings that would fail late or silently do something else."""
-        positive = {"width_multiplier": self.width_multiplier, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        positive = {"width_multiplier": self.width_multiplier, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                    "muon_lr": self.muon_lr}
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
         in_unit = {"dropout": self.dropout, "erasing": self.erasing, "label_smoothing": self.label_smoothing,
-                   "momentum": self.momentum, "bn_momentum": self.bn_momentum, "translation": self.translation}
+                   "momentum": self.momentum, "muon_momentum": self.muon_momentum, "bn_momentum": self.bn_momentum, "translation": self.translation}
         for name, value in in_unit.items():
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
@@ -116,8 +119,10 @@ class TrainConfig:
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}")
-        if self.bias_lr_scale != 1.0 and self.optimizer != "sgd":
-            raise ConfigError("bias_lr_scale only applies to SGD (Adam-type updates ignore gradient scale)")
+        if self.bias_lr_scale != 1.0 and self.optimizer == "adamw":
+            raise ConfigError("bias_lr_scale only applies to SGD and muon (Adam-type updates ignore gradient scale)")
+        if self.optimizer == "muon" and not self.momentum:
+            raise ConfigError("muon trains the non-filter variables with momentum SGD: momentum must be > 0")
         if self.early_stopping_patience and not self.val_split:
             raise ConfigError("early_stopping_patience needs validation data: set val_split > 0")
         if self.schedule == "plateau" and not self.val_split:

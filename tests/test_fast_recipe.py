@@ -8,7 +8,7 @@ from keras_cifar.config import TrainConfig, read_config_file, recipe_path
 from keras_cifar.evaluation import predict_probabilities
 from keras_cifar.models import build_model
 from keras_cifar.training.callbacks import Lookahead
-from keras_cifar.training.optimizers import build_optimizer
+from keras_cifar.training.optimizers import MuonWithSGD, build_optimizer, orthogonalise
 from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening, whitening_kernel
 
 
@@ -71,6 +71,53 @@ def test_bn_shifts_take_the_scaled_learning_rate():
     assert scaled["bn/beta"] == pytest.approx(64.0 * plain["bn/beta"], rel=1e-3)
     assert scaled["bn/gamma"] == pytest.approx(plain["bn/gamma"], rel=1e-3)
     assert scaled["dense/kernel"] == pytest.approx(plain["dense/kernel"], rel=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(576, 64), (64, 216), (128, 128)])
+def test_orthogonalise_sets_every_singular_value_near_one(shape):
+    rng = np.random.default_rng(0)
+    # An ill-conditioned matrix, as momentum is: singular values spread over two orders of magnitude.
+    u, _ = np.linalg.qr(rng.normal(size=(shape[0], min(shape))))
+    v, _ = np.linalg.qr(rng.normal(size=(shape[1], min(shape))))
+    matrix = (u * np.logspace(0, -2, min(shape))) @ v.T
+    result = keras.ops.convert_to_numpy(orthogonalise(keras.ops.convert_to_tensor(matrix, "float32"), steps=5))
+    assert result.shape == shape
+    # The same singular vectors as the input (u^T result v is diagonal), every singular value moved to about one.
+    diagonal = u.T @ result @ v
+    np.testing.assert_allclose(diagonal - np.diag(np.diag(diagonal)), 0.0, atol=1e-4)
+    assert np.diag(diagonal).min() > 0.3 and np.diag(diagonal).max() < 1.3
+
+
+def one_step(optimizer_name):
+    """A conv → BN → dense model, its variables before and after one step of `optimizer_name`."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(16, 3, use_bias=False, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    outputs = keras.layers.Dense(4, use_bias=False, name="dense")(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, outputs)
+    config = TrainConfig(optimizer=optimizer_name, lr=0.05, momentum=0.8, weight_decay=1e-3, bias_lr_scale=8.0,
+                         muon_lr=0.2)
+    model.compile(build_optimizer(config, lr=config.lr), "mse")
+    before = {v.path: v.numpy().copy() for v in model.trainable_variables}
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.normal(size=(16, 8, 8, 3)), rng.normal(size=(16, 4)))
+    return model, before, {v.path: v.numpy() for v in model.trainable_variables}
+
+
+def test_muon_orthogonalises_filter_updates_and_leaves_the_rest_to_sgd():
+    model, before, after = one_step("muon")
+    assert isinstance(model.optimizer, MuonWithSGD)
+    kernel = before["conv/kernel"]
+    rescaled = kernel * np.sqrt(16) / np.linalg.norm(kernel)  # the bank at norm sqrt(output channels)...
+    step = (rescaled - after["conv/kernel"]).reshape(-1, 16) / 0.2  # ...then one step of muon_lr
+    singular = np.linalg.svd(step, compute_uv=False)
+    assert singular.min() > 0.4 and singular.max() < 1.6
+    _, sgd_before, sgd_after = one_step("sgd")
+    for path in ("dense/kernel", "bn/beta", "bn/gamma"):  # SGD's update (shift scale, weight decay) unchanged
+        np.testing.assert_allclose(after[path] - before[path], sgd_after[path] - sgd_before[path], rtol=1e-4,
+                                   atol=1e-7)
+    assert not np.allclose(sgd_after["conv/kernel"] - sgd_before["conv/kernel"], after["conv/kernel"] - kernel)
 
 
 def test_flip_translate_tta_averages_six_views():
