@@ -1,6 +1,10 @@
 """Training images/second of each architecture on synthetic batches: the model step alone, no input pipeline.
 
     python benchmarks/train_throughput.py --archs resnet18,vgg16 --batch-size 128 --jit off,on
+    python benchmarks/train_throughput.py --archs airbench --recipes fast-sgd,fast --batch-size 1024,2000 --jit off
+
+`--recipes` builds the model and optimizer with a recipe's settings (its optimizer, BN momentum, width...);
+without it, the defaults (Nesterov SGD).
 
 Each configuration runs in its own process (dtype policies and XLA caches are process-wide), builds the
 model exactly as training does (`compile_model`), warms up, then times `--steps` train steps and reports
@@ -10,6 +14,7 @@ the median step.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
@@ -38,15 +43,17 @@ def images_per_second(step, batch_size, steps, warmup) -> float:
     return batch_size / statistics.median(times)
 
 
-def measure(arch, batch_size, width, jit, precision, steps, warmup) -> float:
+def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="") -> float:
     """Train-step images/second of `arch` built and compiled exactly as training does."""
     import numpy as np
 
-    from keras_cifar.config import TrainConfig
+    from keras_cifar.config import TrainConfig, read_config_file, recipe_path
     from keras_cifar.data import augmentation_from_config
     from keras_cifar.training.loop import compile_model
 
-    config = TrainConfig(arch=arch, batch_size=batch_size, width_multiplier=width, epochs=1)
+    settings = {**(read_config_file(recipe_path(recipe)) if recipe else {}),
+                "arch": arch, "batch_size": batch_size, "width_multiplier": width, "epochs": 1, "time_budget": None}
+    config = TrainConfig(**settings)
     runtime = {"precision": precision, "jit_compile": jit == "on", "augment_in_model": False}
     model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config),
                           epochs=1)
@@ -59,18 +66,21 @@ def measure(arch, batch_size, width, jit, precision, steps, warmup) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default="vgg16,vgg19,resnet18,resnet34,resnet50,resnet101,inception")
-    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--batch-size", default="128", help="comma-separated batch sizes")
+    parser.add_argument("--recipes", default="", help="comma-separated recipes whose settings build the model and "
+                        "optimizer (default: none, plain Nesterov SGD)")
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--jit", default="off,on", help="comma-separated: off, on")
     parser.add_argument("--precision", default="float32", help="comma-separated Keras dtype policies")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--one", nargs=4, metavar=("ARCH", "JIT", "PRECISION", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--one", nargs=5, metavar=("ARCH", "JIT", "PRECISION", "BATCH", "RECIPE"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child process: one configuration, one number on stdout
-        arch, jit, precision, batch = args.one
-        print(measure(arch, int(batch), args.width_multiplier, jit, precision, args.steps, args.warmup))
+        arch, jit, precision, batch, recipe = args.one
+        print(measure(arch, int(batch), args.width_multiplier, jit, precision, args.steps, args.warmup, recipe))
         return
 
     from keras_cifar.training.host import environment
@@ -78,26 +88,28 @@ def main() -> None:
     env = environment()
     print(f"# {env['cpu']['model']}, {env['cpu']['cores']} cores, flags {','.join(env['cpu']['flags'])}; "
           f"keras {env['versions']['keras']}, tensorflow {env['versions'].get('tensorflow')}; "
-          f"batch {args.batch_size}, width {args.width_multiplier}")
-    print(f"{'arch':<10} {'precision':<15} {'xla':<4} {'img/s':>8}")
+          f"width {args.width_multiplier}")
+    print(f"{'arch':<10} {'recipe':<9} {'batch':>5} {'precision':<15} {'xla':<4} {'img/s':>8}")
     results = []
-    for arch in args.archs.split(","):
-        for precision in args.precision.split(","):
-            for jit in args.jit.split(","):
-                child = subprocess.run(
-                    [sys.executable, __file__, "--one", arch, jit, precision, str(args.batch_size),
-                     "--width-multiplier", str(args.width_multiplier), "--steps", str(args.steps),
-                     "--warmup", str(args.warmup)], capture_output=True, text=True)
-                if child.returncode:
-                    print(f"{arch:<10} {precision:<15} {jit:<4} failed: {child.stderr.strip().splitlines()[-1]}")
-                    continue
-                rate = float(child.stdout.strip().splitlines()[-1])
-                results.append({"arch": arch, "precision": precision, "jit": jit, "images_per_second": rate})
-                print(f"{arch:<10} {precision:<15} {jit:<4} {rate:8.1f}", flush=True)
+    configurations = itertools.product(args.archs.split(","), args.recipes.split(","), args.batch_size.split(","),
+                                       args.precision.split(","), args.jit.split(","))
+    for arch, recipe, batch, precision, jit in configurations:
+        label = f"{arch:<10} {recipe or '-':<9} {batch:>5} {precision:<15} {jit:<4}"
+        child = subprocess.run(
+            [sys.executable, __file__, "--one", arch, jit, precision, batch, recipe,
+             "--width-multiplier", str(args.width_multiplier), "--steps", str(args.steps),
+             "--warmup", str(args.warmup)], capture_output=True, text=True)
+        if child.returncode:
+            print(f"{label} failed: {child.stderr.strip().splitlines()[-1]}")
+            continue
+        rate = float(child.stdout.strip().splitlines()[-1])
+        results.append({"arch": arch, "recipe": recipe or None, "batch_size": int(batch), "precision": precision,
+                        "jit": jit, "images_per_second": rate})
+        print(f"{label} {rate:8.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "batch_size": args.batch_size, "width_multiplier": args.width_multiplier,
-                       "results": results}, f, indent=2)
+            json.dump({"environment": env, "width_multiplier": args.width_multiplier, "results": results}, f,
+                      indent=2)
 
 
 if __name__ == "__main__":

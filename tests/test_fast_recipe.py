@@ -140,10 +140,12 @@ def test_flip_translate_tta_averages_six_views():
         predict_probabilities(model, images, tta="rotate")
 
 
-def test_fast_recipe_is_a_valid_config_for_the_airbench_net():
-    settings = read_config_file(recipe_path("fast"))
-    config = TrainConfig(**settings).validate()
-    assert config.arch == "airbench" and config.val_split == 0 and config.lookahead and config.tta == "flip_translate"
+def test_fast_recipes_are_valid_configs_for_the_airbench_net():
+    fast, sgd = (TrainConfig(**read_config_file(recipe_path(name))).validate() for name in ("fast", "fast-sgd"))
+    for config in (fast, sgd):
+        assert config.arch == "airbench" and config.val_split == 0 and config.tta == "flip_translate"
+    assert fast.optimizer == "muon" and not fast.lookahead and fast.epochs < sgd.epochs
+    assert sgd.optimizer == "sgd" and sgd.lookahead
 
 
 def test_alternating_flip_shows_each_image_both_ways_every_two_epochs(cifar):

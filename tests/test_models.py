@@ -227,15 +227,20 @@ JAX_SCRIPT = textwrap.dedent(
     """
     import keras
     import numpy as np
+    from keras_cifar.config import TrainConfig
     from keras_cifar.models import build_model
+    from keras_cifar.training.optimizers import build_optimizer
 
     print("BACKEND", keras.backend.backend())
     rng = np.random.default_rng(0)
     images = rng.uniform(0, 255, size=(8, 32, 32, 3)).astype("float32")
     labels = keras.utils.to_categorical(rng.integers(0, 10, size=8), 10)
-    for name in ("resnet18", "inception"):
+    muon = TrainConfig(optimizer="muon", lr=0.1, momentum=0.85, bias_lr_scale=64.0)
+    for name, optimizer in (("resnet18", keras.optimizers.SGD(0.01, momentum=0.9)),
+                            ("inception", keras.optimizers.SGD(0.01, momentum=0.9)),
+                            ("airbench", build_optimizer(muon, muon.lr))):
         model = build_model(name, width_multiplier=0.125)
-        model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss="categorical_crossentropy")
+        model.compile(optimizer=optimizer, loss="categorical_crossentropy")
         loss = model.train_on_batch(images, labels)
         print("LOSS", name, float(loss))
     """
@@ -278,6 +283,6 @@ def test_models_train_under_jax(jax_training_run):
     assert jax_training_run.returncode == 0, stderr[-3000:]
     assert "BACKEND jax" in stdout
     losses = dict(re.findall(r"^LOSS (\w+) (\S+)$", stdout, flags=re.MULTILINE))
-    assert set(losses) == {"resnet18", "inception"}, stdout
+    assert set(losses) == {"resnet18", "inception", "airbench"}, stdout
     for name, loss in losses.items():
         assert np.isfinite(float(loss)) and float(loss) > 0, (name, loss)
