@@ -22,8 +22,12 @@ from keras_cifar.errors import ConfigError
 
 @lru_cache(maxsize=1)
 def cpu_info() -> dict:
-    """CPU model and the instruction-set flags that decide precision (Linux /proc/cpuinfo; empty elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """CPU model and the instruction-set flags that decide precision (Linux /proc/cpuinfo; empty elsewhere).
+
+    The family and model numbers are kept too: a cloud VM's model name is often just "AMD EPYC", which does not
+    tell a Zen 4 (family 25) from a Zen 5 (family 26), and the same recipe runs 1.5x faster on the second.
+    """
+    model, flags, numbers = platform.processor() or platform.machine(), set(), {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -31,6 +35,8 @@ def cpu_info() -> dict:
                 key = key.strip()
                 if key == "model name":
                     model = value.strip()
+                elif key in ("cpu family", "model", "stepping"):
+                    numbers.setdefault(key.replace("cpu ", ""), value.strip())
                 elif key == "flags":
                     flags = set(value.split())
                 if model and flags:
@@ -38,7 +44,8 @@ def cpu_info() -> dict:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
-    return {"model": model, "cores": os.cpu_count(), "flags": sorted(f for f in wanted if f in flags)}
+    return {"model": model, **{f"{key}_number" if key == "model" else key: value for key, value in numbers.items()},
+            "cores": os.cpu_count(), "flags": sorted(f for f in wanted if f in flags)}
 
 
 @lru_cache(maxsize=1)
