@@ -75,6 +75,18 @@ def test_a_trial_gets_its_optimizers_ranges():
         TrainConfig(**values).validate()
 
 
+def test_the_fast_nets_search_muon_with_its_filter_lr_only_under_muon(tmp_path):
+    space = resolve_space(TrainConfig(arch="airbench"))
+    for optimizer in ("sgd", "muon"):
+        hp = keras_tuner.HyperParameters()
+        hp.values["optimizer"] = optimizer
+        values = declare(space, hp)
+        assert values["optimizer"] == optimizer and ("muon_lr" in values) == (optimizer == "muon")
+        TrainConfig(**values).validate()
+    narrowed = resolve_space(TrainConfig(arch="airbench"), write_space(tmp_path, "optimizer: {values: [sgd]}\n"))
+    assert "muon_lr" not in narrowed.entries and "optimizer" in narrowed.entries
+
+
 def test_settings_typed_on_the_command_line_are_fixed():
     space = resolve_space(TrainConfig(arch="resnet18", optimizer="adamw"), fixed_names=["width_multiplier",
                                                                                          "optimizer"])
