@@ -53,8 +53,11 @@ def test_run_config_json_is_a_valid_config(tmp_path):
     ("epochs: ten\n", "'epochs' should be int"),
     ("flip: 1\n", "'flip' should be bool"),
     ("lr: -1\n", "lr must be positive"),
-    ("optimizer: adam\n", "optimizer must be one of sgd, adamw"),
+    ("optimizer: adam\n", "optimizer must be one of sgd, muon, adamw"),
     ("erasing: 1.5\n", "erasing must be in [0, 1)"),
+    ("optimizer: muon\nmomentum: 0\n", "momentum must be > 0"),
+    ("optimizer: muon\nmuon_momentum: 1\n", "muon_momentum must be in [0, 1)"),
+    ("optimizer: adamw\nbias_lr_scale: 64\n", "bias_lr_scale only applies to SGD and muon"),
 ])
 def test_bad_config_files_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
