@@ -3,8 +3,9 @@
     python benchmarks/train_throughput.py --archs resnet18,vgg16 --batch-size 128 --jit off,on
     python benchmarks/train_throughput.py --archs airbench --recipes fast-sgd,fast --batch-size 1024,2000 --jit off
 
-`--recipes` builds the model and optimizer with a recipe's settings (its optimizer, BN momentum, width...);
-without it, the defaults (Nesterov SGD).
+`--recipes` builds the model and optimizer with a recipe's settings (its optimizer, learning rates, BN
+momentum...; the architecture, batch size and width still come from the flags); without it, the defaults
+(Nesterov SGD).
 
 Each configuration runs in its own process (dtype policies and XLA caches are process-wide), builds the
 model exactly as training does (`compile_model`), warms up, then times `--steps` train steps and reports

@@ -20,6 +20,10 @@ import keras
 from keras_cifar.errors import ConfigError
 
 
+# /proc/cpuinfo keys that identify the CPU generation, and the names config.json gives them.
+_CPU_NUMBERS = {"cpu family": "family", "model": "model_number", "stepping": "stepping"}
+
+
 @lru_cache(maxsize=1)
 def cpu_info() -> dict:
     """CPU model and the instruction-set flags that decide precision (Linux /proc/cpuinfo; empty elsewhere).
@@ -35,8 +39,8 @@ def cpu_info() -> dict:
                 key = key.strip()
                 if key == "model name":
                     model = value.strip()
-                elif key in ("cpu family", "model", "stepping"):
-                    numbers.setdefault(key.replace("cpu ", ""), value.strip())
+                elif key in _CPU_NUMBERS:
+                    numbers.setdefault(_CPU_NUMBERS[key], value.strip())
                 elif key == "flags":
                     flags = set(value.split())
                 if model and flags:
@@ -44,8 +48,7 @@ def cpu_info() -> dict:
     except OSError:
         pass
     wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
-    return {"model": model, **{f"{key}_number" if key == "model" else key: value for key, value in numbers.items()},
-            "cores": os.cpu_count(), "flags": sorted(f for f in wanted if f in flags)}
+    return {"model": model, **numbers, "cores": os.cpu_count(), "flags": sorted(f for f in wanted if f in flags)}
 
 
 @lru_cache(maxsize=1)

@@ -43,12 +43,16 @@ class SGDWithShiftScale(keras.optimizers.SGD):
         return {**super().get_config(), "shift_lr_scale": self.shift_lr_scale}
 
 
+def frobenius_norm(x):
+    return ops.sqrt(ops.sum(ops.square(x)))  # ops.norm rejects 4-D tensors on TensorFlow
+
+
 def orthogonalise(matrix, steps=3):
     """Muon's Newton-Schulz iteration: `matrix` with its singular values pushed towards 1 (about U V^T)."""
     a, b, c = NEWTON_SCHULZ
     tall = matrix.shape[0] > matrix.shape[1]
     x = ops.transpose(matrix) if tall else matrix  # the Gram matrix of the short side is the cheap one
-    x = x / (ops.sqrt(ops.sum(ops.square(x))) + 1e-7)  # spectral norm <= Frobenius norm <= 1
+    x = x / (frobenius_norm(x) + 1e-7)  # spectral norm <= Frobenius norm <= 1
     for _ in range(steps):
         gram = ops.matmul(x, ops.transpose(x))
         x = a * x + ops.matmul(b * gram + c * ops.matmul(gram, gram), x)
@@ -82,7 +86,7 @@ class MuonWithSGD(SGDWithShiftScale):
         self.assign(buffer, buffer * self.muon_momentum + gradient)
         nesterov = gradient + self.muon_momentum * buffer
         shape, out_channels = variable.shape, variable.shape[-1]
-        self.assign(variable, variable * (math.sqrt(out_channels) / ops.sqrt(ops.sum(ops.square(variable)))))
+        self.assign(variable, variable * (math.sqrt(out_channels) / frobenius_norm(variable)))
         update = ops.reshape(orthogonalise(ops.reshape(nesterov, (-1, out_channels)), self.ns_steps), shape)
         lr = ops.cast(learning_rate, variable.dtype) * self.muon_lr_scale
         self.assign_sub(variable, lr * update)
