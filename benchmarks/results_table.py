@@ -13,28 +13,37 @@ never quotes a number by hand.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # the config module imports TensorFlow
+from keras_cifar.config import settings
+from keras_cifar.run import RunDir
 
-# Settings that say where or how loudly a run went, not what it trained.
-NOT_A_CHANGE = {"seed", "run_dir", "data_dir", "verbose", "tensorboard", "source"}
+# A run during which other processes used more than this share of the cores was not timed alone.
+BUSY_SHARE = 0.10
 
 
-def row(run: Path) -> dict:
-    config = json.loads((run / "config.json").read_text())
-    metrics = json.loads((run / "metrics.json").read_text())
-    timing_file = run / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
+def row(path: Path) -> dict:
+    run = RunDir(path)
+    record, metrics = run.require_record(), run.read_metrics()
+    timing = run.read_timing() or {}
     training = metrics.get("training", {})
-    return {"run": run.name, "config": config["config"], "seed": config["config"]["seed"],
-            "precision": config["runtime"]["precision"], "accuracy": 100 * metrics["accuracy"],
+    others = [v for v in run.read_history().get("others_cpu", []) if v == v] if run.history_file.is_file() else []
+    return {"run": run.path.name, "config": record.config, "seed": record.config["seed"],
+            "precision": record.runtime["precision"], "accuracy": 100 * metrics["accuracy"],
             "tta": metrics.get("tta", "none"), "seconds": training.get("training_seconds"),
             "img_s": training.get("train_images_per_second"),
-            "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90")}
+            "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90"),
+            "others_cpu": max(others) if others else None}
+
+
+def timed(r) -> str:
+    """The training time, marked when the machine was busy or its load was not recorded (older runs)."""
+    if r["seconds"] is None:
+        return "—"
+    mark = "" if r["others_cpu"] is not None and r["others_cpu"] <= BUSY_SHARE else (
+        " (load not recorded)" if r["others_cpu"] is None else f" (busy: others used {r['others_cpu']:.0%})")
+    return f"{r['seconds']:,.0f} s{mark}"
 
 
 def fmt(value, spec, unit=""):
@@ -51,7 +60,7 @@ def runs_table(rows) -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| `{r['run']}` | {r['seed']} | {r['precision']} | {r['accuracy']:.2f} % ({r['tta']}) | "
-              f"{fmt(r['seconds'], ',.0f', ' s')} | {fmt(r['img_s'], '.0f')} | {fmt(r['to_90'], ',.0f', ' s')} |")
+              f"{timed(r)} | {fmt(r['img_s'], '.0f')} | {fmt(r['to_90'], ',.0f', ' s')} |")
     if len(rows) > 1:
         seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
         print(f"| **mean ± std** | | | **{mean_std([r['accuracy'] for r in rows])}** | "
@@ -61,14 +70,13 @@ def runs_table(rows) -> None:
 def ablation_table(rows, recipe: str) -> None:
     from keras_cifar.config import TrainConfig, read_config_file, recipe_path
 
-    reference = TrainConfig(**read_config_file(recipe_path(recipe))).to_dict()
+    reference = settings(TrainConfig(**read_config_file(recipe_path(recipe))).to_dict(), without=("seed", "io"))
     defaults = TrainConfig().to_dict()
 
     def changes(config):
         # A setting missing from an older run's config.json did not exist yet: the run had its default.
         config = {**defaults, **config}
-        return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference)
-                         if k not in NOT_A_CHANGE and config[k] != reference[k])
+        return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k])
 
     baseline = [r["accuracy"] for r in rows if not changes(r["config"])]
     if not baseline:

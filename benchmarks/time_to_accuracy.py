@@ -12,7 +12,6 @@ only the epochs trained after the restart.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -36,6 +35,7 @@ def make_callback(x_test, y_test, records):
             # array keeps autotuning on, and its iterator then took up to 10 s to shut down, CPU idle.
             predicted = self.model.predict(evaluation_dataset(x_test, y_test, 1000), verbose=0).argmax(axis=1)
             records.append({"epoch": epoch + 1, "epoch_seconds": logs["epoch_seconds"],
+                            "others_cpu": logs.get("others_cpu"), "load_1min": logs.get("load_1min"),
                             "test_accuracy": float(np.mean(predicted == y_test)),
                             "evaluation_seconds": time.perf_counter() - start})
 
@@ -57,25 +57,24 @@ def summarise(records, final_metrics, runtime, environment) -> dict:
 
 def main() -> None:
     from keras_cifar import cli
-    from keras_cifar.config import resolve_config
+    from keras_cifar.config import parse_train_args, resolve_config
     from keras_cifar.data import load_cifar10
-    from keras_cifar.train import parse_args
+    from keras_cifar.run import RunDir
     from keras_cifar.training import train
 
     def run(argv):
-        config = resolve_config(parse_args(argv))
+        config = resolve_config(parse_train_args(argv))
         data = load_cifar10(config.data_dir, config.source)
         x_test, y_test = data.x_test[:config.test_limit], data.y_test[:config.test_limit]
         records = []
-        run_dir = train(config, extra_callbacks=[make_callback(x_test, y_test, records)])
-        saved = json.loads((run_dir / "config.json").read_text())
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        timing = summarise(records, metrics, saved["runtime"], saved["environment"])
-        (run_dir / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
+        run = RunDir(train(config, extra_callbacks=[make_callback(x_test, y_test, records)]))
+        record = run.require_record()
+        timing = summarise(records, run.read_metrics(), record.runtime, record.environment)
+        run.write_timing(timing)
         print(f"{'epoch':>5} {'train s':>9} {'test acc':>9}")
         for row in timing["epochs"]:
             print(f"{row['epoch']:>5} {row['training_seconds_so_far']:>9.1f} {row['test_accuracy']:>9.2%}")
-        print(f"final (TTA {timing['final_tta']}): {timing['final_test_accuracy']:.2%}; wrote {run_dir / 'timing.json'}")
+        print(f"final (TTA {timing['final_tta']}): {timing['final_test_accuracy']:.2%}; wrote {run / RunDir.TIMING}")
 
     raise SystemExit(cli.run(run))
 

@@ -50,12 +50,14 @@ def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="") -
 
     from keras_cifar.config import TrainConfig, read_config_file, recipe_path
     from keras_cifar.data import augmentation_from_config
+    from keras_cifar.run import Runtime
     from keras_cifar.training.loop import compile_model
 
     settings = {**(read_config_file(recipe_path(recipe)) if recipe else {}),
                 "arch": arch, "batch_size": batch_size, "width_multiplier": width, "epochs": 1, "time_budget": None}
     config = TrainConfig(**settings)
-    runtime = {"precision": precision, "jit_compile": jit == "on", "augment_in_model": False}
+    runtime = Runtime(precision=precision, precision_reason="requested", jit_compile=jit == "on", jit_reason="requested",
+                      augment_in_model=False)
     model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config),
                           epochs=1)
     rng = np.random.default_rng(0)

@@ -16,12 +16,12 @@ import os
 import typing
 from pathlib import Path
 
-from keras_cifar.data.sources import SOURCES
 from keras_cifar.errors import ConfigError
-from keras_cifar.evaluation.metrics import TTA_MODES
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 
+SOURCES = ("auto", "local", "tfds")
+TTA_MODES = ("none", "flip", "flip_translate")
 OPTIMIZERS = ("sgd", "muon", "adamw")
 SCHEDULES = ("onecycle", "cosine", "step", "plateau", "constant")
 PRECISIONS = ("auto", "float32", "mixed", "mixed_bfloat16", "mixed_float16")
@@ -29,25 +29,35 @@ AUTO_ON_OFF = ("auto", "on", "off")
 STRATEGIES = ("none", "mirrored", "multiworker")
 
 
-def _field(default, help, choices=None, flag=True):
-    """A dataclass field that also carries its command-line help and allowed values."""
-    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "flag": flag})
+# What a setting is to a run, the one place that says which settings count where:
+# - experiment: how the model is trained; searched by tuning.
+# - scope: what is trained and scored, and for how long (the net, the data, the budget); fixed during a search.
+# - runtime: how this host runs it (precision, XLA, replicas); counts in comparisons, never searched.
+# - seed: one replicate of an experiment; comparisons pool the seeds of one experiment.
+# - io: where the run reads and writes and how loudly; may change when a run is continued.
+ROLES = ("experiment", "scope", "runtime", "seed", "io")
 
 
-@dataclasses.dataclass
+def _field(default, help, choices=None, role="experiment", flag=True):
+    """A dataclass field that also carries its command-line help, allowed values and role."""
+    assert role in ROLES, role
+    return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "role": role, "flag": flag})
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
     # Model
-    arch: str = _field("resnet18", "architecture name (see --list-archs)")
+    arch: str = _field("resnet18", "architecture name (see --list-archs)", role="scope")
     width_multiplier: float = _field(1.0, "scale every layer's channel count (1.0 = standard widths)")
     dropout: float = _field(0.0, "dropout rate before the classifier")
     bn_momentum: float = _field(0.9, "batch-norm moving-average momentum (Keras default 0.99 is too slow for short runs)")
     # Data
-    data_dir: typing.Optional[str] = _field(None, "local CIFAR-10 copy (binary or python layout, folder or .tar.gz); default $KERAS_CIFAR_DATA, else tensorflow-datasets")
-    source: str = _field("auto", "where the data comes from", SOURCES)
-    val_split: int = _field(5000, "images held out of the training set for validation (0 = none: fixed schedule, no model selection)")
-    train_limit: typing.Optional[int] = _field(None, "use only the first N training images (quick runs)")
-    val_limit: typing.Optional[int] = _field(None, "use only the first N validation images")
-    test_limit: typing.Optional[int] = _field(None, "use only the first N test images")
+    data_dir: typing.Optional[str] = _field(None, "local CIFAR-10 copy (binary or python layout, folder or .tar.gz); default $KERAS_CIFAR_DATA, else tensorflow-datasets", role="io")
+    source: str = _field("auto", "where the data comes from", SOURCES, role="io")
+    val_split: int = _field(5000, "images held out of the training set for validation (0 = none: fixed schedule, no model selection)", role="scope")
+    train_limit: typing.Optional[int] = _field(None, "use only the first N training images (quick runs)", role="scope")
+    val_limit: typing.Optional[int] = _field(None, "use only the first N validation images", role="scope")
+    test_limit: typing.Optional[int] = _field(None, "use only the first N test images", role="scope")
     # Augmentation
     crop_padding: int = _field(4, "pad-and-random-crop padding in pixels (0 = off)")
     flip: bool = _field(True, "random horizontal flip")
@@ -55,10 +65,10 @@ class TrainConfig:
     rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
     translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
     erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")
-    augment_in_model: str = _field("auto", "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)", AUTO_ON_OFF)
+    augment_in_model: str = _field("auto", "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)", AUTO_ON_OFF, role="runtime")
     # Optimisation
-    epochs: int = _field(200, "maximum number of epochs")
-    time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)")
+    epochs: int = _field(200, "maximum number of epochs", role="scope")
+    time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)", role="scope")
     batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")
     drop_remainder: bool = _field(False, "skip each epoch's last, partial training batch (airbench does; the set is reshuffled every epoch, so no image is left out for good)")
     optimizer: str = _field("sgd", "SGD with Nesterov momentum; muon = Muon for conv filters and that SGD for the rest; or AdamW", OPTIMIZERS)
@@ -78,16 +88,18 @@ class TrainConfig:
     step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
     step_gamma: float = _field(0.1, "step schedule: LR factor at each milestone")
     early_stopping_patience: int = _field(0, "stop after N epochs without val_accuracy improvement, restoring the best weights (0 = off)")
-    precision: str = _field("auto", "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy", PRECISIONS)
-    jit_compile: str = _field("auto", "XLA compilation; auto picks by host", AUTO_ON_OFF)
-    seed: int = _field(0, "seed for the split, shuffling, augmentation and initialisation")
+    precision: str = _field("auto", "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy", PRECISIONS, role="runtime")
+    jit_compile: str = _field("auto", "XLA compilation; auto picks by host", AUTO_ON_OFF, role="runtime")
+    seed: int = _field(0, "seed for the split, shuffling, augmentation and initialisation", role="seed")
     strategy: str = _field("none", "data-parallel training: mirrored = every local GPU (or the CPU), multiworker = "
-                           "several machines from TF_CONFIG (TensorFlow) or keras.distribution (JAX)", STRATEGIES)
+                           "several machines from TF_CONFIG (TensorFlow) or keras.distribution (JAX)", STRATEGIES, role="runtime")
     # Outputs
-    run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)")
-    tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard")
-    tta: str = _field("none", "test-time augmentation in the final evaluation", TTA_MODES)
-    verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2))
+    run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)", role="io")
+    tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard", role="io")
+    tta: str = _field("none", "test-time augmentation in the final evaluation", TTA_MODES, role="scope")
+    recipe: typing.Optional[str] = _field(None, "the named recipe these settings started from (recorded; its settings "
+                                          "are already in the others)", role="io", flag=False)
+    verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2), role="io")
 
     def validate(self) -> "TrainConfig":
         """Reject settings that would fail late or silently do something else."""
@@ -143,6 +155,20 @@ class TrainConfig:
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _HINTS = typing.get_type_hints(TrainConfig)
+
+
+def role_of(name: str) -> str:
+    """A setting's role; a key this version does not know (from an older run's config.json) counts as experiment."""
+    return FIELDS[name].metadata["role"] if name in FIELDS else "experiment"
+
+
+def settings(mapping: dict, without=()) -> dict:
+    """The settings of a config mapping whose role is not in `without`: `without=("io",)` is what must match for a
+    run to be continued, `without=("seed", "io")` what makes two runs seeds of one experiment."""
+    return {k: v for k, v in mapping.items() if role_of(k) not in without}
+
+
+SEARCHABLE = tuple(name for name in FIELDS if role_of(name) == "experiment")
 
 
 def _coerce(name: str, value, where: str):
@@ -232,7 +258,7 @@ def recipe_path(name: str) -> Path:
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per setting, generated from the dataclass so the CLI can never drift from the config."""
     for name, f in FIELDS.items():
-        if not f.metadata.get("flag", True):
+        if not f.metadata["flag"]:
             continue
         flag = "--" + name.replace("_", "-")
         hint = _HINTS[name]
@@ -254,9 +280,23 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                         default=argparse.SUPPRESS, help="shorthand: the host's mixed precision (bfloat16 on CPU, float16 on GPU)")
 
 
+def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The parser of `train` (every setting a flag, --recipe, --config, --list-archs); suite and the benchmarks
+    parse their training flags with it too."""
+    parser = argparse.ArgumentParser(prog=prog, description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_config_arguments(parser)
+    parser.add_argument("--list-archs", action="store_true", help="print the architecture names and exit")
+    return parser
+
+
+def parse_train_args(argv) -> argparse.Namespace:
+    return train_parser("python -m keras_cifar.train", "train one model into a run directory").parse_args(argv)
+
+
 def resolve_config(args: argparse.Namespace) -> TrainConfig:
     """Layer defaults < architecture recipe < --recipe < --config < typed flags."""
-    cli = {k: v for k, v in vars(args).items() if k in FIELDS}
+    cli = {k: v for k, v in vars(args).items() if k in FIELDS and k != "recipe"}  # --recipe names a layer below
     if "step_milestones" in cli:
         cli["step_milestones"] = tuple(cli["step_milestones"])
     named = read_config_file(recipe_path(args.recipe)) if getattr(args, "recipe", None) else {}
@@ -270,6 +310,8 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     for layer in layers:
         merged.update(layer)
     merged["arch"] = arch
+    if getattr(args, "recipe", None):
+        merged["recipe"] = args.recipe
     if "epochs" in cli and "time_budget" not in cli:
         merged["time_budget"] = None  # a typed --epochs beats a budget from a recipe or file (--recipe long)
     return TrainConfig(**merged).validate()

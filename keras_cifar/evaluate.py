@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from keras_cifar import cli
-from keras_cifar.evaluation.metrics import TTA_MODES
+from keras_cifar.config import TTA_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -29,22 +29,24 @@ def main(argv=None) -> None:
     from keras_cifar.data import load_cifar10
     from keras_cifar.errors import CheckpointError
     from keras_cifar.evaluation import report_run
-    from keras_cifar.training.rundir import read_run_config
+    from keras_cifar.run import RunDir
 
     target = Path(args.target)
     if target.is_dir():
-        saved = (read_run_config(target) or {}).get("config", {})
-        model_path, out = target / "model.keras", Path(args.out or target)
+        record = RunDir(target).read_record()
+        saved = record.config if record else {}
+        model_path, out = RunDir(target).model_file, Path(args.out or target)
     elif target.is_file():
         saved, model_path, out = {}, target, Path(args.out or target.parent)
     else:
         raise CheckpointError(f"{target} is neither a run directory nor a model file")
     data = load_cifar10(args.data_dir or saved.get("data_dir"), args.source or saved.get("source", "auto"))
     limit = args.test_limit or saved.get("test_limit")
-    out.mkdir(parents=True, exist_ok=True)
-    report_run(out, data.x_test[:limit], data.y_test[:limit], data.class_names, tta=args.tta, model_path=model_path,
-               data_fingerprint=data.fingerprint)
-    print(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+    out = RunDir(out)
+    with out.lock("evaluate"):
+        report_run(out, data.x_test[:limit], data.y_test[:limit], data.class_names, tta=args.tta,
+                   model_path=model_path, data_fingerprint=data.fingerprint)
+    print(f"wrote {out / RunDir.METRICS} and {out / 'confusion_matrix.png'}")
 
 
 def cli_main() -> None:

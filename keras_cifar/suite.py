@@ -29,13 +29,12 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv=None) -> None:
     args, train_flags = parse_args(argv)
-    from keras_cifar.compare import build_report
-    from keras_cifar.config import resolve_config
+    from keras_cifar.config import parse_train_args, resolve_config
     from keras_cifar.errors import ConfigError
+    from keras_cifar.evaluation.compare import build_report
     from keras_cifar.models import expand_names
-    from keras_cifar.train import parse_args as train_parse_args
+    from keras_cifar.run import RunDir
     from keras_cifar.training import train
-    from keras_cifar.training.rundir import is_finished
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
@@ -48,10 +47,10 @@ def main(argv=None) -> None:
     for arch in archs:
         for seed in range(args.seeds):
             run_dir = args.out / "runs" / f"{arch}-s{seed}"
-            plan.append((run_dir, resolve_config(train_parse_args(
+            plan.append((run_dir, resolve_config(parse_train_args(
                 ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]))))
     for number, (run_dir, config) in enumerate(plan, start=1):
-        if is_finished(run_dir):
+        if RunDir(run_dir).is_finished():
             print(f"[{number}/{len(plan)}] {run_dir.name}: finished earlier, kept", flush=True)
             continue
         print(f"[{number}/{len(plan)}] {run_dir.name}", flush=True)

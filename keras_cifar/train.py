@@ -9,13 +9,9 @@ from keras_cifar import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.train", description=__doc__,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    from keras_cifar.config import add_config_arguments
+    from keras_cifar.config import train_parser
 
-    add_config_arguments(parser)
-    parser.add_argument("--list-archs", action="store_true", help="print the architecture names and exit")
-    return parser.parse_args(argv)
+    return train_parser(prog="python -m keras_cifar.train", description=__doc__).parse_args(argv)
 
 
 def main(argv=None) -> None:

@@ -76,7 +76,7 @@ def test_two_workers_step_together(two_workers):
 def test_only_the_chief_writes_a_whole_run_directory(two_workers):
     run_dir, scratch, results = two_workers
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        "config.json", "confusion_matrix.png", "history.csv", "metrics.json", "model.keras", "training_curves.png"]
+        ".lock", "config.json", "confusion_matrix.png", "history.csv", "metrics.json", "model.keras", "training_curves.png"]
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert runtime["distribution"] == {"strategy": "multiworker", "replicas": 2, "workers": 2, "worker_index": 0,
                                        "role": "chief", "per_replica_batch": 32}

@@ -18,7 +18,7 @@ def test_every_format_is_written_and_checked(exported):
     report = json.loads((exported / "export_report.json").read_text())
     assert list(report["formats"]) == list(FORMATS)
     for name, row in report["formats"].items():
-        assert (exported / FORMATS[name][0]).exists()
+        assert (exported / FORMATS[name].file).exists()
         assert row["size_bytes"] > 10_000
         assert 0.0 <= row["accuracy"] <= 1.0 and row["latency_ms_median"] > 0
         assert row["latency_ms_p95"] >= row["latency_ms_median"]
@@ -52,7 +52,7 @@ def test_exports_take_uint8_and_float_pixels_like_the_keras_model(exported, trai
 
     images = cifar.x_test[:8]
     expected = float32_copy(load_model_file(trained_run / "model.keras")).predict(images.astype("float32"), verbose=0)
-    loaded = tf.saved_model.load(str(exported / FORMATS["savedmodel"][0]))
+    loaded = tf.saved_model.load(str(exported / FORMATS["savedmodel"].file))
     from_uint8 = loaded.signatures["serving_uint8"](images=tf.constant(images.astype(np.uint8)))["probabilities"]
     np.testing.assert_allclose(from_uint8.numpy(), expected, atol=1e-5)
     int8 = load_predictor(exported, "tflite-int8")
@@ -117,6 +117,6 @@ def test_a_missing_or_broken_export_is_named(exported, tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "metadata.json").write_text((exported / "metadata.json").read_text())
-    (broken / FORMATS["tflite-float32"][0]).write_bytes(b"garbage")
+    (broken / FORMATS["tflite-float32"].file).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot load"):
         load_predictor(broken, "tflite-float32")

@@ -54,7 +54,8 @@ def test_metadata_health_metrics_page_and_samples(client, cifar):
     metadata = client.get("/v1/models/cifar10").json()
     assert metadata["labels"] == list(cifar.class_names) and metadata["input_shape"] == [32, 32, 3]
     assert metadata["model_version_status"][0]["state"] == "AVAILABLE"
-    assert metadata["limits"] == {"max_upload_bytes": 200_000, "max_batch": 4}
+    assert metadata["limits"]["max_upload_bytes"] == 200_000 and metadata["limits"]["max_batch"] == 4
+    assert metadata["limits"]["max_pixels"] == 4096 * 4096
     assert client.get("/healthz").json()["status"] == "ok"
     page = client.get("/")
     assert page.status_code == 200 and 'id="file-input"' in page.text

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import keras
 import keras_tuner
@@ -11,9 +10,9 @@ import numpy as np
 
 from keras_cifar.data import augmentation_from_config, load_cifar10, split_data
 from keras_cifar.data import steps_per_epoch as count_steps
-from keras_cifar.errors import ConfigError
+from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.training.callbacks import control_callbacks
-from keras_cifar.training.loop import fit_inputs, pipeline_callbacks, prepared_model, resolve_runtime
+from keras_cifar.training.loop import fit_inputs, fit_model, pipeline_callbacks, prepared_model, resolve_runtime
 from tuning.space import Space, declare
 
 OBJECTIVE = keras_tuner.Objective("val_accuracy", direction="max")
@@ -67,13 +66,14 @@ class CifarHyperModel(keras_tuner.HyperModel):
         callbacks = [*pipeline_callbacks(config, alternating, self._whitened),
                      *control_callbacks(config, self.steps_per_epoch(config), _trained_epochs(hp, config)),
                      *callbacks]
-        history = model.fit(train_ds, validation_data=val_ds, epochs=kwargs.get("epochs", config.epochs),
-                            initial_epoch=kwargs.get("initial_epoch", 0), callbacks=callbacks,
-                            verbose=config.verbose, shuffle=False)
+        try:
+            history = fit_model(model, config, train_ds, val_ds, callbacks, epochs=kwargs.get("epochs", config.epochs),
+                                initial_epoch=kwargs.get("initial_epoch", 0))
+        except TrainingError as exc:
+            raise keras_tuner.errors.FailedTrialError(str(exc)) from None
         logs = history.history
-        if not logs.get("loss") or not math.isfinite(logs["loss"][-1]):
-            raise keras_tuner.errors.FailedTrialError(
-                f"the training loss became NaN/inf (lr {config.lr}, {config.optimizer}); the trial stopped")
+        if not logs.get("loss"):
+            raise keras_tuner.errors.FailedTrialError("the trial trained no epoch")
         best = int(np.argmax(logs["val_accuracy"]))
         return {**{name: values[best] for name, values in logs.items()}, "epochs": len(logs["loss"])}
 

@@ -14,14 +14,15 @@ import numpy as np
 import yaml
 from keras_tuner.engine.trial import Trial
 
-from keras_cifar.config import FIELDS, TrainConfig, overrides_from_mapping
+from keras_cifar.config import FIELDS, TrainConfig, overrides_from_mapping, role_of
 from keras_cifar.errors import TrainingError
+from keras_cifar.run import write_atomic
 from tuning.hypermodel import OBJECTIVE
 from tuning.space import trial_values
 
 # Settings that only made the search small or say where it ran: a full training from the best config should not
 # inherit them silently.
-LEFT_OUT = ("train_limit", "val_limit", "test_limit", "data_dir", "run_dir")
+LEFT_OUT = ("train_limit", "val_limit", "test_limit", *(name for name in FIELDS if role_of(name) == "io"))
 PLOTTED_SETTINGS = 3
 
 
@@ -85,7 +86,7 @@ def write_best_config(trial, base: TrainConfig, path: Path) -> Path:
               f"# Searched: {', '.join(values) or 'nothing'}; every other setting is the search's base config.\n"
               f"# Left out, so a full run does not inherit the search's data slice or paths: {', '.join(LEFT_OUT)}.\n"
               f"# Use: python -m keras_cifar.train --config {path.name} --data-dir DIR\n")
-    path.write_text(header + yaml.safe_dump(settings, sort_keys=False))
+    write_atomic(path, header + yaml.safe_dump(settings, sort_keys=False))
     TrainConfig(**overrides_from_mapping(yaml.safe_load(path.read_text()), str(path))).validate()
     return path
 

@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from keras_cifar import cli
+from keras_cifar.config import settings
+from keras_cifar.run import read_json, write_json
 
 TUNERS = ("hyperband", "bayesian", "random")
 # The search selects on validation accuracy; without early stopping a trial's best epoch would still be chosen,
 # but a trial that stopped improving would keep using the CPU.
 SEARCH_PATIENCE = 3
-# A setting of the base config that may differ when a search is continued (paths, log verbosity).
-MAY_CHANGE = ("data_dir", "run_dir", "verbose")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -126,11 +126,11 @@ def check_same_search(project_dir: Path, base, space, tuner: str) -> None:
     """A project continues only the search that started it: KerasTuner would otherwise mix the old space's
     trials with new settings without a word."""
     record = {"tuner": tuner, "space": space.entries,
-              "base": {k: v for k, v in base.to_dict().items() if k not in MAY_CHANGE}}
+              "base": settings(base.to_dict(), without=("io",))}  # as a continued train run: paths may change
     record = json.loads(json.dumps(record))  # as it reads back: tuples become lists
     path = project_dir / "search.json"
-    if path.is_file():
-        started = json.loads(path.read_text())
+    started = read_json(path)
+    if started is not None:
         changed = [key for key in ("tuner", "space") if started.get(key) != record[key]]
         changed += [f"--{key.replace('_', '-')}" for key, value in record["base"].items()
                     if started.get("base", {}).get(key) != value]
@@ -141,7 +141,7 @@ def check_same_search(project_dir: Path, base, space, tuner: str) -> None:
                               f"re-run it with the flags it started with, or choose a new --project-name")
         return
     project_dir.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2))
+    write_json(path, record)
 
 
 def cli_main() -> None:

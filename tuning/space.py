@@ -20,9 +20,9 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from keras_cifar.config import FIELDS, OPTIMIZERS, TrainConfig, overrides_from_mapping
+from keras_cifar.config import FIELDS, OPTIMIZERS, SEARCHABLE, TrainConfig, overrides_from_mapping
 from keras_cifar.errors import ConfigError
-from keras_cifar.models import canonical_name
+from keras_cifar.models.registry import family
 
 # Residual and plain conv nets trained with the recipes' 128-image batches.
 STANDARD = {
@@ -60,12 +60,6 @@ SPACES = {
              "dropout": {"min": 0.0, "max": 0.3, "step": 0.1}},
 }
 
-FAMILIES = {"vgg16": "vgg", "vgg19": "vgg", "resnet18": "resnet", "resnet34": "resnet", "resnet50": "resnet",
-            "resnet101": "resnet", "inception": "inception", "resnet9": "fast", "airbench": "fast"}
-
-# Settings that say what to train on or where to write, not how to train: never searched.
-NOT_SEARCHABLE = ("arch", "data_dir", "source", "val_split", "train_limit", "val_limit", "test_limit", "run_dir",
-                  "epochs", "time_budget", "seed", "tensorboard", "tta", "verbose")
 RANGE_KEYS = ("min", "max", "sampling", "step")
 _TYPES = typing.get_type_hints(TrainConfig)
 
@@ -79,9 +73,9 @@ class Space:
 
 
 def family_space(arch: str) -> dict:
-    """The architecture's family space; one registered later and not listed in FAMILIES gets the standard one,
-    so adding an architecture stays one file and one registry line."""
-    return copy.deepcopy(SPACES.get(FAMILIES.get(canonical_name(arch)), STANDARD))
+    """The space of the architecture's family (its registry entry); a family with no space of its own gets the
+    standard one, so adding an architecture stays one file and one registry line."""
+    return copy.deepcopy(SPACES.get(family(arch), STANDARD))
 
 
 def resolve_space(base: TrainConfig, space_file=None, fixed_names=()) -> Space:
@@ -151,7 +145,7 @@ def _read_space_file(path) -> dict:
     for key in data:
         if key not in FIELDS:  # the config's own "unknown setting ... Did you mean" error
             overrides_from_mapping({key: None}, str(path))
-        if key in NOT_SEARCHABLE:
+        if key not in SEARCHABLE:  # what a run trains on, where it writes, how this host runs it
             raise ConfigError(f"{path}: '{key}' is not searched; set it on the command line "
                               f"(--{key.replace('_', '-')})")
     return data

@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from keras_cifar.config import SOURCES
 from keras_cifar.errors import ConfigError, DataError
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-SOURCES = ("auto", "local", "tfds")
 DATA_ENV_VAR = "KERAS_CIFAR_DATA"
 DOWNLOAD_URL = "https://www.cs.toronto.edu/~kriz/cifar.html"
 

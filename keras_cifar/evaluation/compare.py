@@ -17,11 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_cifar.errors import CheckpointError
-from keras_cifar.evaluation.history import read_history
-
-# Settings that do not change what a run measures, so runs differing only in them are the same experiment.
-NOT_THE_EXPERIMENT = {"seed", "run_dir", "verbose", "tensorboard", "data_dir", "source", "time_budget"}
+from keras_cifar.config import settings
+from keras_cifar.run import RunDir, find_runs, read_json, write_atomic
 
 
 @dataclasses.dataclass
@@ -55,43 +52,25 @@ class Run:
         return (self.data.get("fingerprint"), self.metrics.get("num_test_images"), self.metrics.get("tta", "none"))
 
     def experiment(self) -> tuple:
-        return tuple(sorted((k, json.dumps(v)) for k, v in self.config.items() if k not in NOT_THE_EXPERIMENT))
+        return tuple(sorted((k, json.dumps(v)) for k, v in settings(self.config, without=("seed", "io")).items()))
 
 
-def find_runs(paths) -> list[Path]:
-    """Run directories among `paths`; a folder that holds run directories (a suite's) is expanded."""
-    found = []
-    for path in map(Path, paths):
-        if (path / "metrics.json").is_file():
-            found.append(path)
-        elif path.is_dir() and any(path.glob("*/metrics.json")):
-            found += sorted(p.parent for p in path.glob("*/metrics.json"))
-        elif path.is_dir() and any(path.glob("*/*/metrics.json")):
-            found += sorted(p.parent for p in path.glob("*/*/metrics.json"))
-        else:
-            raise CheckpointError(f"{path}: not a finished run directory (no metrics.json) nor a folder of them")
-    return found
-
-
-def load_run(path: Path) -> Run:
-    try:
-        saved = json.loads((path / "config.json").read_text())
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable config.json or metrics.json ({exc})") from None
-    history = read_history(path / "history.csv") if (path / "history.csv").is_file() else {}
-    return Run(path, saved["config"], saved.get("runtime", {}), saved.get("data", {}), metrics, history)
+def load_run(run: RunDir) -> Run:
+    record = run.require_record()
+    metrics = run.read_metrics()
+    history = run.read_history() if run.history_file.is_file() else {}
+    return Run(run.path, record.config, record.runtime, record.data, metrics, history)
 
 
 def measure_model(run: Run) -> dict:
     """Parameters, FLOPs per image and Keras CPU latency at batch 1, timed as exported formats are."""
     import types
 
-    from keras_cifar.evaluation.report import load_model_file
-    from keras_cifar.export.check import speed
+    from keras_cifar.evaluation.latency import speed
     from keras_cifar.models.flops import flops_per_image
+    from keras_cifar.models.saving import load_model_file
 
-    model = load_model_file(run.path / "model.keras")
+    model = load_model_file(RunDir(run.path).model_file)
     images = np.zeros((4, *model.input_shape[1:]), dtype=np.float32)
     timing = speed(types.SimpleNamespace(predict=model.predict_on_batch), images, latency_runs=30, throughput_runs=1)
     return {"parameters": model.count_params(), "flops": flops_per_image(model),
@@ -102,10 +81,10 @@ def export_figures(run: Run, exports_dir: Path | None) -> dict:
     """Per-format accuracy and latency from an export of this run (exports_dir/RUN_NAME), if there is one."""
     if exports_dir is None:
         return {}
-    report = exports_dir / run.name / "export_report.json"
-    if not report.is_file():
+    report = read_json(exports_dir / run.name / "export_report.json")
+    if not report:
         return {}
-    formats = json.loads(report.read_text())["formats"]
+    formats = report["formats"]
     return {name: {"accuracy": row["accuracy"], "latency_ms": row["latency_ms_median"],
                    "size_mb": row["size_bytes"] / 1e6} for name, row in formats.items()}
 
@@ -138,8 +117,8 @@ def group_runs(runs: list[Run], measured: list[dict]) -> list[Group]:
     for indices in by_experiment.values():
         first = runs[indices[0]]
         siblings = [runs[by_experiment[e][0]] for e in by_experiment if runs[by_experiment[e][0]].arch == first.arch]
-        differing = sorted({k for other in siblings for k in first.config
-                            if k not in NOT_THE_EXPERIMENT and other.config.get(k) != first.config[k]})
+        counted = settings(first.config, without=("seed", "io"))
+        differing = sorted({k for other in siblings for k in counted if other.config.get(k) != counted[k]})
         label = first.arch + (" (" + ", ".join(f"{k}={first.config[k]}" for k in differing) + ")" if differing else "")
         groups.append(Group(label, [runs[i] for i in indices], [measured[i] for i in indices]))
     return sorted(groups, key=lambda g: -g.mean(lambda r, m: r.accuracy))
@@ -178,3 +157,30 @@ def sections(runs: list[Run]) -> list[list[int]]:
 
 def pairs(groups: list[Group]) -> list[dict]:
     return [compare_pair(a, b) for a, b in itertools.combinations(groups, 2)]
+
+
+def build_report(run_paths, out: Path, exports=None, title="CIFAR-10 architecture comparison", note=None) -> Path:
+    from keras_cifar.evaluation.comparison_report import build_section, render_html, render_markdown
+
+    runs = [load_run(path) for path in find_runs(run_paths)]
+    for run in runs:
+        run.exports = export_figures(run, exports)
+    measured = [measure_model(run) for run in runs]
+    out.mkdir(parents=True, exist_ok=True)
+    blocks = [("h1", title)] + ([("p", note)] if note else [])
+    parts = sections(runs)
+    if len(parts) > 1:
+        blocks.append(("p", f"**These runs were scored on {len(parts)} different data sets, test sets or TTA "
+                            "settings; each is compared in its own section and no figure mixes them.**"))
+    for number, indices in enumerate(parts, start=1):
+        first = runs[indices[0]]
+        fingerprint, test_images, tta = first.data_key()
+        if len(parts) > 1:
+            blocks.append(("h2", f"Section {number}"))
+        blocks.append(("p", f"Data fingerprint `{fingerprint}`, {test_images:,} test images, TTA {tta}; "
+                            f"{len(indices)} run(s)."))
+        groups = group_runs([runs[i] for i in indices], [measured[i] for i in indices])
+        blocks += build_section(groups, first.data["class_names"], out, prefix=f"s{number}_" if len(parts) > 1 else "")
+    write_atomic(out / "report.md", render_markdown(blocks, out))
+    write_atomic(out / "report.html", render_html(blocks, title))
+    return out

@@ -4,7 +4,6 @@ Everything returned here is plain Python (floats, ints, lists, dicts) so that it
 as it is and compared across runs.
 """
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,10 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from keras_cifar.config import TTA_MODES
+from keras_cifar.run import write_json
+
 TOP_K = 5
-
-
-TTA_MODES = ("none", "flip", "flip_translate")
 
 
 def predict_probabilities(model, images, batch_size=512, tta="none"):
@@ -140,7 +139,7 @@ def write_metrics(metrics, path, extra=None):
         raise ValueError(f"extra would overwrite metrics: {', '.join(clashes)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**metrics, **extra}, indent=2, sort_keys=True) + "\n")
+    write_json(path, {**metrics, **extra})
 
 
 def most_confused_pairs(confusion, class_names, k=5):

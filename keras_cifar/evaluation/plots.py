@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from keras_cifar.errors import KerasCifarError
-from keras_cifar.evaluation.history import read_history
+from keras_cifar.run import read_history
 
 DPI = 150
 LEARNING_RATE_COLUMNS = ("learning_rate", "lr")  # Keras 3 logs the first, Keras 2 the second.

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from keras_cifar import cli
-from keras_cifar.export.convert import FORMATS
+from keras_cifar.export.formats import FORMATS
 
 
 def formats_list(text: str) -> list[str]:
@@ -40,8 +40,8 @@ def main(argv=None) -> None:
     from keras_cifar.data import load_cifar10
     from keras_cifar.export.exporter import export_run, read_run
 
-    run_config, _ = read_run(args.run_dir)
-    saved = run_config["config"]
+    record, _ = read_run(args.run_dir)
+    saved = record.config
     data = load_cifar10(args.data_dir or saved.get("data_dir"), args.source or saved.get("source", "auto"))
     calibration = data.x_train[:: max(1, len(data.x_train) // args.calibration_images)][:args.calibration_images]
     out = args.out or Path("exported_models") / args.run_dir.resolve().name

@@ -13,18 +13,7 @@ import keras
 import numpy as np
 
 from keras_cifar.errors import KerasCifarError
-
-# name -> (file inside the export folder, what it is)
-FORMATS = {
-    "savedmodel": ("savedmodel/1", "SavedModel for TF Serving: float32 or uint8 0-255 images in, probabilities out"),
-    "tflite-float32": ("model_float32.tflite", "TFLite, float32 weights and activations"),
-    "tflite-float16": ("model_float16.tflite", "TFLite, float16 weights (half the size), float32 compute"),
-    "tflite-dynamic-int8": ("model_dynamic_int8.tflite", "TFLite, int8 weights, activations quantised on the fly"),
-    "tflite-int8": ("model_int8.tflite", "TFLite, full integer: int8 weights and activations, uint8 pixels in"),
-}
-IMAGE_SIGNATURE = "serving_default"
-UINT8_SIGNATURE = "serving_uint8"
-
+from keras_cifar.export.formats import IMAGE_SIGNATURE, UINT8_SIGNATURE
 
 class ExportError(KerasCifarError):
     """A model that cannot be exported to a requested format."""

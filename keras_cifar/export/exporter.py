@@ -6,7 +6,7 @@ An export folder is self-contained: the model files, `labels.txt`, `metadata.jso
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
 from pathlib import Path
 
@@ -14,19 +14,22 @@ import numpy as np
 
 from keras_cifar.errors import CheckpointError
 from keras_cifar.export.check import check_format, format_report_table
-from keras_cifar.export.convert import FORMATS, convert_tflite, export_savedmodel, float32_copy
+from keras_cifar.export.convert import float32_copy
+from keras_cifar.export.formats import FORMATS
 from keras_cifar.export.runtime import load_predictor, tflite_interpreter_class
+from keras_cifar.run import RunDir, cpu_info, folder_lock, write_json
 
 INPUT_DESCRIPTION = "RGB pixels 0-255, shape [N, 32, 32, 3], float32 or uint8; normalisation is inside the model"
 
 
-def read_run(run_dir: Path) -> tuple[dict, dict]:
-    """The run's config.json and metrics.json; a folder that is not a finished run is named in the error."""
-    config_file, metrics_file = run_dir / "config.json", run_dir / "metrics.json"
-    if not (run_dir / "model.keras").is_file() or not config_file.is_file():
-        raise CheckpointError(f"{run_dir} is not a training run directory (it needs model.keras and config.json)")
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
-    return json.loads(config_file.read_text()), metrics
+def read_run(run_dir) -> tuple:
+    """The run's record (config.json) and metrics (empty before its test report); a folder that is not a
+    training run with a model is named in the error."""
+    run = RunDir(run_dir)
+    record = run.read_record()
+    if record is None or not run.model_file.is_file():
+        raise CheckpointError(f"{run.path} is not a training run directory (it needs model.keras and config.json)")
+    return record, run.read_metrics() or {}
 
 
 def file_size(path: Path) -> int:
@@ -48,17 +51,17 @@ def write_samples(out: Path, images: np.ndarray, labels: np.ndarray, class_names
     return samples
 
 
-def model_card(run_config: dict, run_metrics: dict, report: dict) -> str:
-    config, data = run_config["config"], run_config["data"]
+def model_card(record, run_metrics: dict, report: dict) -> str:
+    config, data = record.config, record.data
     tta = run_metrics.get("tta", "none")
     lines = [
         f"# {config['arch']} for CIFAR-10",
         "",
         f"- Architecture: `{config['arch']}` (width multiplier {config['width_multiplier']}), "
-        f"{run_config['model']['parameters']:,} parameters.",
+        f"{record.model['parameters']:,} parameters.",
         f"- Trained by keras-cifar: {config['epochs']} epochs max, batch {config['batch_size']}, {config['optimizer']} "
         f"at lr {config['lr']}, {config['schedule']} schedule, label smoothing {config['label_smoothing']}, precision "
-        f"{run_config['runtime']['precision']}, seed {config['seed']}.",
+        f"{record.runtime['precision']}, seed {config['seed']}.",
         f"- Data: CIFAR-10 ({data['source']}, fingerprint `{data['fingerprint']}`), splits {data['sizes']}.",
     ]
     if run_metrics:
@@ -93,38 +96,54 @@ def model_card(run_config: dict, run_metrics: dict, report: dict) -> str:
 
 def export_run(run_dir, out, formats, images, labels, calibration_images, class_names,
                max_drop_points=1.0) -> dict:
-    """Write every requested format into `out`, check each on (`images`, `labels`), and document the folder."""
-    from keras_cifar.evaluation.report import load_model_file
-    from keras_cifar.training.host import environment
+    """Write every requested format into `out`, check each on (`images`, `labels`), and document the folder.
 
-    run_dir, out = Path(run_dir), Path(out)
-    run_config, run_metrics = read_run(run_dir)
-    model = float32_copy(load_model_file(run_dir / "model.keras"))
-    out.mkdir(parents=True, exist_ok=True)
-    saved_model = out / FORMATS["savedmodel"][0]
-    shutil.rmtree(saved_model, ignore_errors=True)
-    export_savedmodel(model, saved_model)  # every TFLite file is converted from it
+    The folder is built beside `out` and renamed into place only when whole, so a kill at any moment leaves the
+    previous export or the new one, never a mix; one export at a time may write `out`."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with folder_lock(out.parent / f".{out.name}.export", "export"):
+        building = out.with_name(f".{out.name}.partial")
+        shutil.rmtree(building, ignore_errors=True)  # a killed export's
+        report = _build(run_dir, building, formats, images, labels, calibration_images, class_names, max_drop_points)
+        previous = out.with_name(f".{out.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        if out.exists():
+            os.replace(out, previous)
+        os.replace(building, out)
+        shutil.rmtree(previous, ignore_errors=True)
+    return report
+
+
+def _build(run_dir, out: Path, formats, images, labels, calibration_images, class_names, max_drop_points) -> dict:
+    from keras_cifar.models.saving import load_model_file
+
+    run = RunDir(run_dir)
+    record, run_metrics = read_run(run.path)
+    model = float32_copy(load_model_file(run.model_file))
+    out.mkdir(parents=True)
+    FORMATS["savedmodel"].convert(model, out / FORMATS["savedmodel"].file, out, calibration_images)
     for name in formats:
-        if name != "savedmodel":
-            (out / FORMATS[name][0]).write_bytes(convert_tflite(saved_model, name, calibration_images))
+        if name != "savedmodel":  # every TFLite file is converted from the SavedModel
+            FORMATS[name].convert(model, out / FORMATS[name].file, out, calibration_images)
 
     reference = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
-    report = {"run_dir": str(run_dir), "architecture": run_config["config"]["arch"], "labels": list(class_names),
+    report = {"run_dir": str(run.path), "architecture": record.arch, "labels": list(class_names),
               "num_test_images": len(labels), "max_accuracy_drop_points": max_drop_points,
               "keras_float32_accuracy": float(np.mean(reference.argmax(1) == labels)),
-              "cpu": environment()["cpu"]["model"], "tflite_runtime": tflite_interpreter_class()[1], "formats": {}}
+              "cpu": cpu_info()["model"], "tflite_runtime": tflite_interpreter_class()[1], "formats": {}}
     for name in formats:
         row = check_format(load_predictor(out, name), images, labels, reference, max_drop_points)
-        report["formats"][name] = {"file": FORMATS[name][0], "description": FORMATS[name][1],
-                                   "size_bytes": file_size(out / FORMATS[name][0]), **row}
+        report["formats"][name] = {"file": FORMATS[name].file, "description": FORMATS[name].description,
+                                   "size_bytes": file_size(out / FORMATS[name].file), **row}
     if "savedmodel" not in formats:
         shutil.rmtree(out / "savedmodel", ignore_errors=True)
 
     (out / "labels.txt").write_text("\n".join(class_names) + "\n")
-    (out / "export_report.json").write_text(json.dumps(report, indent=2) + "\n")
-    (out / "model_card.md").write_text(model_card(run_config, run_metrics, report))
-    metadata = {
-        "name": "cifar10", "architecture": run_config["config"]["arch"], "parameters": run_config["model"]["parameters"],
+    write_json(out / "export_report.json", report, sort_keys=False)  # formats in registry order
+    (out / "model_card.md").write_text(model_card(record, run_metrics, report))
+    write_json(out / "metadata.json", sort_keys=False, payload={
+        "name": "cifar10", "architecture": record.arch, "parameters": record.model["parameters"],
         "input_shape": list(images.shape[1:]), "input": INPUT_DESCRIPTION, "labels": list(class_names),
         # The served file's own accuracy is in formats; the run's (possibly with TTA) is kept for reference.
         "num_test_images": len(labels),
@@ -132,7 +151,6 @@ def export_run(run_dir, out, formats, images, labels, calibration_images, class_
         "formats": {name: {k: row[k] for k in ("file", "accuracy", "size_bytes", "latency_ms_median")}
                     for name, row in report["formats"].items()},
         "samples": write_samples(out, images, labels, class_names),
-    }
-    (out / "metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
+    })
     print(format_report_table(report), flush=True)
     return report

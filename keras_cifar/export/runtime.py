@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from keras_cifar.errors import CheckpointError
-from keras_cifar.export.convert import FORMATS, IMAGE_SIGNATURE
+from keras_cifar.export.formats import FORMATS, IMAGE_SIGNATURE, get_format
 
 
 class SavedModelPredictor:
@@ -84,14 +84,13 @@ class TFLitePredictor:
 
 def load_predictor(export_dir, fmt: str):
     """The predictor for format `fmt` inside an export folder, with a missing or broken file named."""
-    if fmt not in FORMATS:
-        raise CheckpointError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    path = Path(export_dir) / FORMATS[fmt][0]
+    export_format = get_format(fmt)
+    path = Path(export_dir) / export_format.file
     if not path.exists():
         raise CheckpointError(f"{path} not found: export the model with "
                               f"`python -m keras_cifar.export RUN_DIR --formats {fmt}` first")
     try:
-        return SavedModelPredictor(path) if fmt == "savedmodel" else TFLitePredictor(path)
+        return export_format.load(path)
     except Exception as exc:  # noqa: BLE001 - parse and load errors all mean an unusable file
         raise CheckpointError(f"cannot load {path} ({type(exc).__name__}: {str(exc)[:200]}); export it again") from None
 
@@ -110,19 +109,122 @@ def predict_in_batches(predictor, images: np.ndarray, batch_size: int = 256) -> 
 PREFERRED_FORMATS = ("tflite-float32", "savedmodel", "tflite-float16", "tflite-dynamic-int8", "tflite-int8")
 
 
-def open_export(export_dir, fmt: str | None = None):
-    """(predictor, format, metadata) of an export folder; `fmt=None` takes the first present of PREFERRED_FORMATS."""
+MAX_METADATA_BYTES = 2**20  # an export's metadata.json is a few KB; anything this large is not one
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _metadata_problem(metadata) -> str | None:
+    """Why a parsed metadata.json cannot be served from, or None: required keys and their types."""
+    if not isinstance(metadata, dict):
+        return f"it holds a JSON {type(metadata).__name__}, not an object"
+    architecture = metadata.get("architecture")
+    if not isinstance(architecture, str) or not architecture:
+        return '"architecture" is missing or not a non-empty string'
+    shape = metadata.get("input_shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and all(_is_int(n) and n > 0 for n in shape)):
+        return f'"input_shape" must be three positive whole numbers, got {shape!r}'[:200]
+    labels = metadata.get("labels")
+    if not (isinstance(labels, list) and labels and all(isinstance(label, str) and label for label in labels)):
+        return '"labels" is missing or not a list of non-empty strings'
+    if len(set(labels)) != len(labels):
+        return '"labels" repeats a label'
+    formats = metadata.get("formats", {})
+    if not (isinstance(formats, dict) and all(isinstance(row, dict) for row in formats.values())):
+        return '"formats" is not an object of objects'
+    for name, row in formats.items():
+        accuracy = row.get("accuracy")
+        if accuracy is not None and (not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool)):
+            return f'"formats"/{name}/"accuracy" is not a number'
+    count = metadata.get("num_test_images")
+    if count is not None and not (_is_int(count) and count >= 0):
+        return '"num_test_images" is not a whole number'
+    if not isinstance(metadata.get("samples", []), list):
+        return '"samples" is not a list'
+    return None
+
+
+def _usable_samples(export_dir: Path, samples: list) -> list[dict]:
+    """The sample images of metadata.json that are PNG files inside the export folder; others dropped, each logged."""
+    import logging
+
+    log = logging.getLogger(__name__)
+    root, kept, names = export_dir.resolve(), [], set()
+    for entry in samples:
+        if not (isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("label"), str)):
+            log.warning('%s/metadata.json: sample %.100r ignored: not {"label": ..., "file": ...}', export_dir, entry)
+            continue
+        path = (export_dir / entry["file"]).resolve()
+        reason = ("it is outside the export folder" if not path.is_relative_to(root) else
+                  "it is not a .png file" if path.suffix.lower() != ".png" else
+                  "the file does not exist" if not path.is_file() else
+                  "another sample has the same file name" if path.name in names else None)
+        if reason:
+            log.warning("%s/metadata.json: sample %.100r ignored: %s", export_dir, entry["file"], reason)
+            continue
+        names.add(path.name)
+        kept.append(entry)
+    return kept
+
+
+def read_metadata(export_dir) -> dict:
+    """An export folder's metadata.json, checked: the keys serving needs, with their types; samples outside the
+    folder or missing are dropped. A torn, truncated or edited file is a CheckpointError that says so."""
     import json
 
     export_dir = Path(export_dir)
     metadata_file = export_dir / "metadata.json"
+    again = f"export the model again (`python -m keras_cifar.export RUN_DIR --out {export_dir}`)"
     if not metadata_file.is_file():
         raise CheckpointError(f"{export_dir} is not an export folder (no metadata.json): run "
                               "`python -m keras_cifar.export RUN_DIR --out FOLDER` first")
-    metadata = json.loads(metadata_file.read_text())
+    try:
+        with metadata_file.open("rb") as file:
+            text = file.read(MAX_METADATA_BYTES + 1)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {metadata_file} ({exc.strerror})") from None
+    if len(text) > MAX_METADATA_BYTES:
+        raise CheckpointError(f"{metadata_file} is larger than {MAX_METADATA_BYTES:,} bytes, so it is not the one "
+                              f"the exporter wrote; {again}")
+    try:
+        metadata = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, over-long integers, deep nesting
+        detail = " ".join(str(exc).split())[:150]
+        raise CheckpointError(f"{metadata_file} is not valid JSON ({detail}); it may have been cut short while "
+                              f"being written: {again}") from None
+    problem = _metadata_problem(metadata)
+    if problem:
+        raise CheckpointError(f"{metadata_file} is not usable: {problem}; {again}")
+    metadata.setdefault("formats", {})
+    metadata["samples"] = _usable_samples(export_dir, metadata.get("samples", []))
+    return metadata
+
+
+def open_export(export_dir, fmt: str | None = None):
+    """(predictor, format, metadata) of an export folder; `fmt=None` takes the first present of PREFERRED_FORMATS.
+
+    metadata.json is checked (`read_metadata`), and the model is run once on a blank image to check that it takes
+    the input shape metadata.json states and outputs one probability per label.
+    """
+    export_dir = Path(export_dir)
+    metadata = read_metadata(export_dir)
     if fmt is None:
-        present = [name for name in PREFERRED_FORMATS if (export_dir / FORMATS[name][0]).exists()]
+        present = [name for name in PREFERRED_FORMATS if (export_dir / FORMATS[name].file).exists()]
         if not present:
             raise CheckpointError(f"{export_dir} holds no model file; export the model again")
         fmt = present[0]
-    return load_predictor(export_dir, fmt), fmt, metadata
+    predictor = load_predictor(export_dir, fmt)
+    shape, labels = metadata["input_shape"], metadata["labels"]
+    try:
+        outputs = np.asarray(predictor.predict(np.zeros((1, *shape), dtype=np.float32)))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the file and metadata.json disagree
+        raise CheckpointError(f"the {fmt} model in {export_dir} does not run on input of shape {shape} as "
+                              f"metadata.json says ({type(exc).__name__}: {' '.join(str(exc).split())[:150]}); "
+                              "export the model again") from None
+    if outputs.shape != (1, len(labels)):
+        raise CheckpointError(f"{export_dir}/metadata.json lists {len(labels)} labels but the {fmt} model outputs "
+                              f"{outputs.shape[-1] if outputs.ndim == 2 else list(outputs.shape)} values an image; "
+                              "export the model again")
+    return predictor, fmt, metadata

@@ -1,32 +1,44 @@
 """Architectures by name. Adding one takes a new module with a builder and one line in `MODELS`."""
 
+import dataclasses
 import inspect
+from collections.abc import Callable
 
 from keras_cifar.errors import ConfigError
 from keras_cifar.models import airbench, inception, resnet, resnet9, vgg
 
+
+@dataclasses.dataclass(frozen=True)
+class Architecture:
+    builder: Callable
+    family: str  # vgg, resnet, inception, fast: picks the tuning space
+    group: str  # classic (the nets the project is for) or fast (the short-budget CPU nets)
+
+
 MODELS = {
-    "vgg16": vgg.vgg16,
-    "vgg19": vgg.vgg19,
-    "resnet18": resnet.resnet18,
-    "resnet34": resnet.resnet34,
-    "resnet50": resnet.resnet50,
-    "resnet101": resnet.resnet101,
-    "inception": inception.inception,
-    "resnet9": resnet9.resnet9,
-    "airbench": airbench.airbench,
+    "vgg16": Architecture(vgg.vgg16, "vgg", "classic"),
+    "vgg19": Architecture(vgg.vgg19, "vgg", "classic"),
+    "resnet18": Architecture(resnet.resnet18, "resnet", "classic"),
+    "resnet34": Architecture(resnet.resnet34, "resnet", "classic"),
+    "resnet50": Architecture(resnet.resnet50, "resnet", "classic"),
+    "resnet101": Architecture(resnet.resnet101, "resnet", "classic"),
+    "inception": Architecture(inception.inception, "inception", "classic"),
+    "resnet9": Architecture(resnet9.resnet9, "fast", "fast"),
+    "airbench": Architecture(airbench.airbench, "fast", "fast"),
 }
 
 ALIASES = {"googlenet": "inception"}
 
 # Names for sets of architectures (`python -m keras_cifar.suite --archs classic`).
-GROUPS = {
-    "classic": ("vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet101", "inception"),
-    "fast": ("airbench", "resnet9"),
-}
+GROUPS = {group: tuple(name for name, a in MODELS.items() if a.group == group)
+          for group in dict.fromkeys(a.group for a in MODELS.values())}
 
 # Options every builder takes; anything else a builder accepts is specific to its family.
 COMMON_OPTIONS = ("width_multiplier", "num_classes", "augmentation", "dropout", "bn_momentum")
+
+
+def family(name) -> str:
+    return MODELS[canonical_name(name)].family
 
 
 def available_models():
@@ -75,14 +87,14 @@ def build_model(
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}.")
     if not 0 <= bn_momentum < 1:
         raise ConfigError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}.")
-    own_options = sorted(set(inspect.signature(MODELS[key]).parameters) - set(COMMON_OPTIONS))
+    own_options = sorted(set(inspect.signature(MODELS[key].builder).parameters) - set(COMMON_OPTIONS))
     unknown = sorted(set(kwargs) - set(own_options))
     if unknown:
         raise ConfigError(
             f"Architecture {key!r} has no option {', '.join(map(repr, unknown))}. "
             f"Its own options are: {', '.join(own_options) or 'none'}."
         )
-    return MODELS[key](
+    return MODELS[key].builder(
         width_multiplier=width_multiplier,
         num_classes=num_classes,
         augmentation=augmentation,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -11,7 +10,7 @@ from pathlib import Path
 import keras
 
 from keras_cifar.errors import CheckpointError
-from keras_cifar.training.rundir import BACKUP_CURRENT
+from keras_cifar.run import BACKUP_CURRENT, MachineShare, RunDir, write_json
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -40,8 +39,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
         self.model.save_weights(str(target / "latest.weights.h5"))
-        (target / "training_metadata.json").write_text(
-            json.dumps({"epoch": self._current_epoch, "batch": self._last_batch_seen}))
+        write_json(target / "training_metadata.json", {"epoch": self._current_epoch, "batch": self._last_batch_seen})
         link = self.root / f"{BACKUP_CURRENT}.new"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -52,21 +50,36 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 shutil.rmtree(old, ignore_errors=True)
 
 
+class ModelCheckpoint(keras.callbacks.ModelCheckpoint):
+    """Keras's checkpoint, written beside the target and renamed over it: a kill while saving leaves the previous
+    model whole (Keras writes the file in place)."""
+
+    def _save_model(self, epoch, batch, logs):
+        target = Path(self._get_file_path(epoch, batch, logs))
+        if self._should_save_model(epoch, batch, logs, str(target)):
+            partial = target.with_name(f".{target.stem}.partial{target.suffix}")
+            self.model.save(partial, overwrite=True)
+            os.replace(partial, target)
+
+
 class EpochStats(keras.callbacks.Callback):
-    """Adds the learning rate, epoch wall time and training images/second to each epoch's logs.
+    """Adds the learning rate, epoch wall time, training images/second and the machine's load to each epoch's logs.
 
     Placed before CSVLogger, so history.csv carries them: the time-to-accuracy curve and throughput of a run
     are read from its history, not re-measured. Throughput counts the training steps only; the epoch time
-    includes validation, as a wall clock would.
+    includes validation, as a wall clock would. `others_cpu` is the share of the cores other processes used
+    during the epoch: a time measured beside other work is flagged in the results tables.
     """
 
     def __init__(self, train_images: int):
         super().__init__()
         self.train_images = train_images
         self._start = self._train_end = None
+        self._share = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train_end = time.perf_counter(), None
+        self._share = MachineShare()
 
     def on_test_begin(self, logs=None):
         self._train_end = self._train_end or time.perf_counter()
@@ -79,9 +92,12 @@ class EpochStats(keras.callbacks.Callback):
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         logs["epoch_seconds"] = now - self._start
         logs["images_per_second"] = self.train_images / ((self._train_end or now) - self._start)
+        others = self._share.others()
+        logs["others_cpu"] = float("nan") if others is None else others
+        logs["load_1min"] = os.getloadavg()[0]
 
 
-def build_callbacks(config, run_dir: Path, train_images: int, steps_per_epoch: int, epochs: int,
+def build_callbacks(config, run: RunDir, train_images: int, steps_per_epoch: int, epochs: int,
                     best_val_accuracy=None) -> list:
     """Order matters: EpochStats fills the logs before CSVLogger writes them, and the backup comes last, so an
     epoch the backup holds is always in history.csv and in the best-model checkpoint too. (Restoring happens
@@ -90,19 +106,19 @@ def build_callbacks(config, run_dir: Path, train_images: int, steps_per_epoch: i
     callbacks = [
         *_step_controls(config, steps_per_epoch, epochs),
         EpochStats(train_images),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "model.keras"),
+        ModelCheckpoint(
+            str(run.model_file),
             monitor="val_accuracy" if has_val else "loss",
             mode="max" if has_val else "min",
             save_best_only=has_val,
             initial_value_threshold=best_val_accuracy if has_val else None,
         ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        keras.callbacks.CSVLogger(str(run.history_file), append=True),
         *_epoch_controls(config, epochs),
     ]
     if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "tensorboard"), write_graph=False))
-    callbacks.append(BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=False))
+        callbacks.append(keras.callbacks.TensorBoard(str(run / "tensorboard"), write_graph=False))
+    callbacks.append(BackupAndRestore(str(run / RunDir.BACKUP), delete_checkpoint=False))
     return callbacks
 
 

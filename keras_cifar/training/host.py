@@ -1,12 +1,8 @@
-"""What machine this is, and the precision and compilation that run fastest on it.
+"""The precision and compilation that run fastest on this machine, and what config.json records of it.
 
-Measured with `benchmarks/train_throughput.py` (train step img/s, float32 -> mixed_bfloat16, no XLA):
-- Intel Xeon with AMX-BF16 (TF 2.21, batch 256): ResNet-18 49 -> 100, airbench-like net 199 -> 428.
-- AMD EPYC Zen 4 with AVX-512-BF16, no AMX: ResNet-18 56 -> 83 (batch 128), airbench 284 -> 369 and
-  ResNet-9 86 -> 129 (batch 512).
-- XLA on either CPU: no faster, often much slower (airbench 284 -> 200, VGG-16 101 -> 16 img/s).
-So `auto` picks bfloat16 wherever the CPU has bfloat16 instructions, float16 on a GPU, float32 elsewhere,
-and XLA only on GPUs.
+`benchmarks/train_throughput.py` measured bfloat16 faster than float32 on every CPU with bfloat16 instructions
+and XLA never faster on a CPU (results/benchmarks/train_throughput*.txt): so `auto` picks bfloat16 wherever
+the CPU has bfloat16 instructions, float16 on a GPU, float32 elsewhere, and XLA only on GPUs.
 """
 
 from __future__ import annotations
@@ -18,37 +14,7 @@ from functools import lru_cache
 import keras
 
 from keras_cifar.errors import ConfigError
-
-
-# /proc/cpuinfo keys that identify the CPU generation, and the names config.json gives them.
-_CPU_NUMBERS = {"cpu family": "family", "model": "model_number", "stepping": "stepping"}
-
-
-@lru_cache(maxsize=1)
-def cpu_info() -> dict:
-    """CPU model and the instruction-set flags that decide precision (Linux /proc/cpuinfo; empty elsewhere).
-
-    The family and model numbers are kept too: a cloud VM's model name is often just "AMD EPYC", which does not
-    tell a Zen 4 (family 25) from a Zen 5 (family 26), and the same recipe runs 1.5x faster on the second.
-    """
-    model, flags, numbers = platform.processor() or platform.machine(), set(), {}
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name":
-                    model = value.strip()
-                elif key in _CPU_NUMBERS:
-                    numbers.setdefault(_CPU_NUMBERS[key], value.strip())
-                elif key == "flags":
-                    flags = set(value.split())
-                if model and flags:
-                    break
-    except OSError:
-        pass
-    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "avx512_vnni", "fma")
-    return {"model": model, **numbers, "cores": os.cpu_count(), "flags": sorted(f for f in wanted if f in flags)}
+from keras_cifar.run import code_fingerprint, cpu_info
 
 
 @lru_cache(maxsize=1)
@@ -78,9 +44,9 @@ def choose_precision(requested: str) -> tuple[str, str]:
         return "mixed_float16", "GPU present: float16 tensor cores"
     flags = cpu_info()["flags"]
     if "amx_bf16" in flags:
-        return "mixed_bfloat16", "CPU has AMX-BF16: oneDNN bfloat16 measured 2x float32"
+        return "mixed_bfloat16", "CPU has AMX-BF16: oneDNN runs bfloat16 faster than float32"
     if "avx512_bf16" in flags:
-        return "mixed_bfloat16", "CPU has AVX-512-BF16: oneDNN bfloat16 measured 1.3-1.5x float32"
+        return "mixed_bfloat16", "CPU has AVX-512-BF16: oneDNN runs bfloat16 faster than float32"
     if requested == "mixed":
         return "mixed_bfloat16", "requested; this CPU has no bfloat16 instructions, so expect it to be slower"
     return "float32", "CPU has no bfloat16 instructions"
@@ -111,4 +77,5 @@ def environment() -> dict:
         except ImportError:
             pass
     return {"backend": keras.backend.backend(), "versions": versions, "cpu": cpu_info(),
-            "accelerators": accelerators(), "platform": platform.platform()}
+            "accelerators": accelerators(), "platform": platform.platform(),
+            "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "code": code_fingerprint()}

@@ -15,9 +15,11 @@ from keras_cifar.data import steps_per_epoch as count_steps
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
-from keras_cifar.training import budget, distribute, host, rundir
+from keras_cifar.run import RunDir, RunRecord, Runtime
+from keras_cifar.training import budget, distribute, host
 from keras_cifar.training.callbacks import build_callbacks
 from keras_cifar.training.optimizers import build_optimizer
+from keras_cifar.training.rundir import prepare_run_dir
 from keras_cifar.training.schedules import learning_rate
 from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening
 
@@ -26,7 +28,7 @@ from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening
 WHITENING_IMAGES = 5000
 
 
-def resolve_runtime(config) -> dict:
+def resolve_runtime(config) -> Runtime:
     """Precision, compilation and where augmentation runs, each with the reason it was chosen."""
     policy, policy_reason = host.choose_precision(config.precision)
     jit, jit_reason = host.choose_jit(config.jit_compile)
@@ -37,20 +39,20 @@ def resolve_runtime(config) -> dict:
     in_model = config.augment_in_model == "on" or (config.augment_in_model == "auto" and not tf_backend)
     if in_model and config.flip and config.alternating_flip:
         raise ConfigError("alternating_flip needs augmentation in tf.data (TensorFlow backend, --augment-in-model off)")
-    return {"precision": policy, "precision_reason": policy_reason, "jit_compile": jit, "jit_reason": jit_reason,
-            "augment_in_model": in_model}
+    return Runtime(precision=policy, precision_reason=policy_reason, jit_compile=jit, jit_reason=jit_reason,
+                   augment_in_model=in_model)
 
 
 def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
-    keras.mixed_precision.set_global_policy(runtime["precision"])
+    keras.mixed_precision.set_global_policy(runtime.precision)
     model = build_model(config.arch, width_multiplier=config.width_multiplier,
-                        augmentation=augmentation if runtime["augment_in_model"] else None,
+                        augmentation=augmentation if runtime.augment_in_model else None,
                         dropout=config.dropout, bn_momentum=config.bn_momentum)
     model.compile(
         optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch, epochs)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
-        jit_compile=runtime["jit_compile"],
+        jit_compile=runtime.jit_compile,
     )
     return model
 
@@ -66,7 +68,7 @@ def fit_inputs(config, split, runtime, augmentation):
     """The training and validation datasets, and the alternating flip that drives the first (or None)."""
     alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
     train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
-                                config.batch_size, augmentation=None if runtime["augment_in_model"] else augmentation,
+                                config.batch_size, augmentation=None if runtime.augment_in_model else augmentation,
                                 seed=config.seed, alternating_flip=alternating, drop_remainder=config.drop_remainder)
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     return train_ds, val_ds, alternating
@@ -82,19 +84,34 @@ def pipeline_callbacks(config, alternating, whitened) -> list:
     return callbacks
 
 
-def planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation) -> int:
-    """`--epochs`, or under `--time-budget` the epochs that fit it (kept from the first attempt on a resume)."""
+def planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation) -> Runtime:
+    """The runtime with its epochs: `--epochs`, or under `--time-budget` the epochs that fit it (kept from the
+    first attempt's record on a resume)."""
     if not config.time_budget:
-        return config.epochs
-    if resumed:
-        return rundir.read_run_config(run_dir)["runtime"]["epochs"]
+        return dataclasses.replace(runtime, epochs=config.epochs)
+    if record is not None:
+        return dataclasses.replace(runtime, epochs=record.runtime["epochs"],
+                                   seconds_per_step=record.runtime.get("seconds_per_step"))
     probe = compile_model(config, runtime, steps_per_epoch, augmentation, epochs=1)
     step = budget.seconds_per_step(probe, split.x_train[:config.batch_size], split.y_train[:config.batch_size])
     epochs = budget.epochs_for_budget(config.time_budget * 60, step, steps_per_epoch, len(split.y_val),
                                       config.batch_size)
-    runtime["seconds_per_step"] = step
     print(f"time budget {config.time_budget:g} min at {step:.2f} s/step: {epochs} epochs", flush=True)
-    return epochs
+    return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=step)
+
+
+def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=0):
+    """`model.fit` as every run trains, for `train` and a tuning trial alike, and a refusal when the loss became
+    NaN/inf (TerminateOnNaN stopped the fit) instead of a broken model reported as trained."""
+    # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
+    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
+                        callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    losses = history.history.get("loss", [])
+    if losses and not math.isfinite(losses[-1]):
+        raise TrainingError(f"the training loss became NaN/inf in epoch {initial_epoch + len(losses)} (lr {config.lr}, "
+                            f"{config.optimizer}); the run stopped. Lower --lr or use --precision float32, then "
+                            "start a new --run-dir")
+    return history
 
 
 def _describe(distribution: dict) -> str:
@@ -132,10 +149,18 @@ def _train(config, distribution, extra_callbacks) -> Path:
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)
-    run_dir, resumed = rundir.prepare_run_dir(config)
+    config, run, resumed = prepare_run_dir(config, data.fingerprint)
+    with run.lock("train"):
+        return _train_locked(config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch,
+                             extra_callbacks)
+
+
+def _train_locked(config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch,
+                  extra_callbacks) -> Path:
     keras.utils.set_random_seed(config.seed)
-    runtime = resolve_runtime(config)
-    runtime["distribution"] = {**distribution.describe(), "per_replica_batch": per_replica_batch}
+    record = run.read_record() if resumed else None
+    runtime = dataclasses.replace(resolve_runtime(config),
+                                  distribution={**distribution.describe(), "per_replica_batch": per_replica_batch})
     augmentation = augmentation_from_config(config)
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     train_ds = distribute.shard_by_data(train_ds, distribution)
@@ -144,41 +169,38 @@ def _train(config, distribution, extra_callbacks) -> Path:
         # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
         # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
         augmentation = augmentation_from_config(config)
-        runtime["epochs"] = planned_epochs(config, run_dir, resumed, runtime, split, steps_per_epoch, augmentation)
-        model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime["epochs"])
+        runtime = planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation)
+        model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime.epochs)
 
-    start_epoch = rundir.completed_epochs(run_dir) if resumed else 0
-    best_so_far = rundir.trim_history(run_dir, start_epoch) if resumed else None
+    start_epoch = run.completed_epochs() if resumed else 0
+    best_so_far = run.trim_history(start_epoch) if resumed else None
     if resumed:
-        print(f"Continuing the unfinished run in {run_dir} from epoch {start_epoch + 1}", flush=True)
-    rundir.write_json(run_dir / "config.json", {
-        "config": config.to_dict(), "runtime": runtime, "environment": host.environment(),
-        "data": {"source": data.source, "fingerprint": data.fingerprint, "sizes": split.sizes(),
-                 "class_names": list(data.class_names)},
-        "model": {"name": model.name, "parameters": model.count_params()},
-    })
-    print(f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime['precision']} "
-          f"({runtime['precision_reason']}); XLA {'on' if runtime['jit_compile'] else 'off'}; run dir {run_dir}"
-          + _describe(runtime["distribution"]), flush=True)
+        print(f"Continuing the unfinished run in {run.path} from epoch {start_epoch + 1}", flush=True)
+    environment = host.environment()
+    if record and record.environment.get("code") != environment["code"]:
+        print(f"note: the package's code changed since this run started (code {record.environment.get('code')} -> "
+              f"{environment['code']}); the epochs before and after the restart ran different code", flush=True)
+    run.write_record(RunRecord(
+        config=config.to_dict(), runtime=runtime.to_dict(), environment=environment, recipe=config.recipe,
+        data={"source": data.source, "fingerprint": data.fingerprint, "sizes": split.sizes(),
+              "class_names": list(data.class_names)},
+        model={"name": model.name, "parameters": model.count_params()}))
+    print(f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime.precision} "
+          f"({runtime.precision_reason}); XLA {'on' if runtime.jit_compile else 'off'}; run dir {run.path}"
+          + _describe(runtime.distribution), flush=True)
 
     callbacks = [*pipeline_callbacks(config, alternating, whitened),
-                 *build_callbacks(config, run_dir, min(split.sizes()["train"], steps_per_epoch * config.batch_size),
-                                  steps_per_epoch, runtime["epochs"], best_so_far)]
+                 *build_callbacks(config, run, min(split.sizes()["train"], steps_per_epoch * config.batch_size),
+                                  steps_per_epoch, runtime.epochs, best_so_far)]
     if distribution.workers > 1 and keras.backend.backend() == "tensorflow":
         distribute.work_around_keras_multiworker(model, distribution.strategy)
         callbacks.append(distribute.FollowChief(distribution.strategy))  # after the backup's restore
     callbacks.extend(extra_callbacks)
-    # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
     with distribution.scope():
-        history = model.fit(train_ds, validation_data=val_ds, epochs=runtime["epochs"], callbacks=callbacks,
-                            verbose=config.verbose, shuffle=False)
+        fit_model(model, config, train_ds, val_ds, callbacks, runtime.epochs)
     if distribution.name != "none":
         print(distribute.worker_summary(model, distribution), flush=True)
-    losses = history.history.get("loss", [])
-    if losses and not math.isfinite(losses[-1]):
-        raise TrainingError(f"the training loss became NaN/inf in epoch {start_epoch + len(losses)}; the run stopped. "
-                            f"Lower --lr (now {config.lr}) or use --precision float32, then start a new --run-dir")
     if distribution.is_chief:
-        report_run(run_dir, split.x_test, split.y_test, data.class_names, tta=config.tta)
-    shutil.rmtree(run_dir / "backup", ignore_errors=True)
-    return run_dir
+        report_run(run, split.x_test, split.y_test, data.class_names, tta=config.tta)
+    shutil.rmtree(run / RunDir.BACKUP, ignore_errors=True)
+    return run.path

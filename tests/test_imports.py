@@ -1,0 +1,44 @@
+"""Imports flow one way, and the light entry points load no TensorFlow or Keras."""
+
+import subprocess
+import sys
+
+import pytest
+
+LIGHT_MODULES = ("keras_cifar.config", "keras_cifar.run", "keras_cifar.export.formats", "keras_cifar.export.runtime",
+                 "keras_cifar.predict", "keras_cifar.serve", "keras_cifar.train", "keras_cifar.evaluate",
+                 "keras_cifar.compare", "keras_cifar.suite", "keras_cifar.export.__main__", "tuning.search")
+
+
+def heavy_modules_after(code: str) -> list[str]:
+    probe = code + "\nimport sys\nprint(' '.join(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    return out.stdout.split()
+
+
+@pytest.mark.parametrize("module", LIGHT_MODULES)
+def test_light_modules_import_no_framework(module):
+    assert heavy_modules_after(f"import {module}") == []
+
+
+@pytest.mark.parametrize("entry", ("keras_cifar.train", "keras_cifar.predict", "keras_cifar.serve", "keras_cifar.export"))
+def test_help_loads_no_framework(entry):
+    code = (f"import contextlib, io, runpy, sys\nsys.argv = ['{entry}', '--help']\n"
+            f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        runpy.run_module('{entry}', "
+            "run_name='__main__')\n    except SystemExit:\n        pass")
+    assert heavy_modules_after(code) == []
+
+
+def test_the_run_contract_imports_nothing_of_the_package_but_errors():
+    source = open("keras_cifar/run.py").read()
+    imports = [line for line in source.splitlines() if line.startswith(("from keras_cifar", "import keras_cifar"))]
+    assert imports == ["from keras_cifar.errors import CheckpointError, KerasCifarError"]
+
+
+def test_no_module_imports_an_entry_point():
+    """Entry points (`python -m` modules) sit on top: logic lives in the packages, so nothing imports them."""
+    entry_points = ("train", "evaluate", "compare", "suite", "predict", "serve")
+    found = subprocess.run(["grep", "-rnE", rf"from keras_cifar\.({'|'.join(entry_points)}) import|"
+                            rf"import keras_cifar\.({'|'.join(entry_points)})\b", "keras_cifar", "tuning"],
+                           capture_output=True, text=True).stdout
+    assert found == ""
