@@ -291,7 +291,8 @@ def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def parse_train_args(argv) -> argparse.Namespace:
-    return train_parser("python -m keras_cifar.train", "train one model into a run directory").parse_args(argv)
+    return train_parser("python -m keras_cifar.train", "`python -m keras_cifar.train --arch inception`: train one "
+                        "model into a run directory.").parse_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:

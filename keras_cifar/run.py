@@ -226,9 +226,6 @@ class RunDir:
     def history_file(self) -> Path:
         return self.path / self.HISTORY
 
-    def is_run(self) -> bool:
-        return (self.path / self.CONFIG).is_file()
-
     def is_finished(self) -> bool:
         return (self.path / self.METRICS).is_file()
 
@@ -254,9 +251,6 @@ class RunDir:
 
     def read_metrics(self) -> dict | None:
         return read_json(self.path / self.METRICS)
-
-    def write_metrics(self, metrics: dict) -> None:
-        write_json(self.path / self.METRICS, metrics)
 
     def read_timing(self) -> dict | None:
         return read_json(self.path / self.TIMING)

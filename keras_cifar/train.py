@@ -9,9 +9,9 @@ from keras_cifar import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    from keras_cifar.config import train_parser
+    from keras_cifar.config import parse_train_args
 
-    return train_parser(prog="python -m keras_cifar.train", description=__doc__).parse_args(argv)
+    return parse_train_args(argv)
 
 
 def main(argv=None) -> None:

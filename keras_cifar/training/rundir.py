@@ -17,8 +17,11 @@ from keras_cifar.run import RunDir
 RUNS_ROOT = Path("runs")
 
 
-def _same_run(saved: dict, wanted: dict) -> bool:
-    return settings(saved, without=("io",)) == settings(wanted, without=("io",))
+def _changes(saved: dict, wanted: dict) -> list[str]:
+    """The settings that differ between a saved run and the wanted one, but for where it reads and writes."""
+    before, now = settings(saved, without=("io",)), settings(wanted, without=("io",))
+    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
+            if before.get(k) != now.get(k)]
 
 
 def _find_unfinished(config_dict: dict) -> RunDir | None:
@@ -31,7 +34,7 @@ def _find_unfinished(config_dict: dict) -> RunDir | None:
             record = run.read_record() if candidate.is_dir() else None
         except ConfigError:
             continue
-        if record and not run.is_finished() and _same_run(record.config, config_dict):
+        if record and not run.is_finished() and not _changes(record.config, config_dict):
             return run
     return None
 
@@ -57,10 +60,9 @@ def prepare_run_dir(config, data_fingerprint: str) -> tuple:
     if run.is_finished():
         raise ConfigError(f"{run.path} holds a finished run; evaluate it with `python -m keras_cifar.evaluate "
                           f"{run.path}` or choose a new --run-dir")
-    before, now = settings(record.config, without=("io",)), settings(wanted, without=("io",))
-    changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    changed = _changes(record.config, wanted)
     if changed:
-        details = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        details = ", ".join(changed)
         raise ConfigError(f"{run.path} holds an unfinished run with other settings ({details}); re-run it with its "
                           f"own settings (--config {run / RunDir.CONFIG}) or choose a new --run-dir")
     if record.fingerprint and record.fingerprint != data_fingerprint:
