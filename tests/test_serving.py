@@ -45,15 +45,37 @@ def test_tf_serving_rest_format_matches_the_upload_endpoint(client, cifar):
     assert predictions.shape == (2, 10)
     np.testing.assert_allclose(predictions.sum(axis=1), 1.0, atol=1e-4)
     columnar = client.post("/v1/models/cifar10:predict", json={"inputs": {"images": images.tolist()}}).json()
-    np.testing.assert_allclose(columnar["predictions"], predictions, atol=1e-6)
+    assert set(columnar) == {"outputs"}  # TF Serving answers the columnar format in kind
+    np.testing.assert_allclose(columnar["outputs"], predictions, atol=1e-6)
+    versioned = client.post("/v1/models/cifar10/versions/1:predict", json={"instances": images.tolist()}).json()
+    np.testing.assert_allclose(versioned["predictions"], predictions, atol=1e-6)
     upload = client.post("/v1/predict?top_k=1", files=[("files", ("a.png", png_bytes(images[0]), "image/png"))]).json()
     assert upload["predictions"][0]["top_k"][0]["index"] == int(predictions[0].argmax())
 
 
+def test_tf_serving_status_and_metadata_are_exactly_its_responses(client):
+    status = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
+                                        "status": {"error_code": "OK", "error_message": ""}}]}
+    assert client.get("/v1/models/cifar10").json() == status
+    assert client.get("/v1/models/cifar10/versions/1").json() == status
+    metadata = client.get("/v1/models/cifar10/metadata").json()
+    assert metadata == client.get("/v1/models/cifar10/versions/1/metadata").json()
+    assert metadata["model_spec"] == {"name": "cifar10", "signature_name": "", "version": "1"}
+    signature = metadata["metadata"]["signature_def"]["signature_def"]["serving_default"]
+    assert signature["method_name"] == "tensorflow/serving/predict"
+    dims = [int(d["size"]) for d in signature["inputs"]["images"]["tensor_shape"]["dim"]]
+    assert dims == [-1, 32, 32, 3] and signature["inputs"]["images"]["dtype"] == "DT_FLOAT"
+    assert [int(d["size"]) for d in signature["outputs"]["probabilities"]["tensor_shape"]["dim"]] == [-1, 10]
+    for path in ("/v1/models/other", "/v1/models/cifar10/versions/2", "/v1/models/cifar10/versions/2/metadata"):
+        response = client.get(path)
+        assert response.status_code == 404 and "Servable not found" in response.json()["error"]
+    unknown = client.post("/v1/models/other:predict", json={"instances": []})
+    assert unknown.status_code in (404, 405) and isinstance(unknown.json()["error"], str)
+
+
 def test_metadata_health_metrics_page_and_samples(client, cifar):
-    metadata = client.get("/v1/models/cifar10").json()
+    metadata = client.get("/v1/model").json()
     assert metadata["labels"] == list(cifar.class_names) and metadata["input_shape"] == [32, 32, 3]
-    assert metadata["model_version_status"][0]["state"] == "AVAILABLE"
     assert metadata["limits"]["max_upload_bytes"] == 200_000 and metadata["limits"]["max_batch"] == 4
     assert metadata["limits"]["max_pixels"] == 4096 * 4096
     assert client.get("/healthz").json()["status"] == "ok"

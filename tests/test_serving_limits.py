@@ -17,7 +17,8 @@ from keras_cifar import cli, serve
 from keras_cifar.errors import CheckpointError
 from keras_cifar.export.runtime import open_export, read_metadata
 from keras_cifar.serving import app as app_module
-from keras_cifar.serving.app import create_app, json_depth
+from keras_cifar.serving.app import create_app
+from keras_cifar.serving.tfserving import json_depth
 from keras_cifar.serving.middleware import Admission, BodyLimit
 
 TF = "/v1/models/cifar10:predict"
@@ -212,7 +213,7 @@ def test_a_server_error_is_counted_in_metrics(exported, gated):
     gated.fail = True
     with TestClient(create_app(exported), raise_server_exceptions=False) as client:
         response = client.post(TF, json={"instances": [IMAGE]})
-        assert response.status_code == 500 and "internal error" in response.json()["error"]["message"]
+        assert response.status_code == 500 and "internal error" in response.json()["error"]  # TF Serving's shape
         metrics = client.get("/metrics").text
     assert 'keras_cifar_requests_total{endpoint="/v1/models/cifar10:predict",status="500"} 1.0' in metrics
 
@@ -271,6 +272,6 @@ def test_samples_outside_the_export_folder_are_not_served(export_copy, tmp_path)
     kept = read_metadata(export_copy)["samples"]
     assert kept and all(s["file"].startswith("samples/") and (export_copy / s["file"]).is_file() for s in kept)
     with TestClient(create_app(export_copy)) as client:
-        urls = [s["url"] for s in client.get("/v1/models/cifar10").json()["samples"]]
+        urls = [s["url"] for s in client.get("/v1/model").json()["samples"]]
         assert "/samples/secret.png" not in urls and all(client.get(url).status_code == 200 for url in urls)
         assert client.get("/samples/secret.png").status_code == 404

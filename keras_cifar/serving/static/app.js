@@ -1,7 +1,7 @@
 // keras-cifar browser front end: plain DOM, no dependencies, same-origin API only.
 'use strict';
 
-const API = { model: '/v1/models/cifar10', predict: '/v1/predict?top_k=5' };
+const API = { model: '/v1/model', predict: '/v1/predict?top_k=5' };
 // Used until (or if never) the metadata arrives; the server still enforces its own limits.
 const limits = { max_upload_bytes: 0, max_batch: 32 };
 
