@@ -62,16 +62,24 @@ def main() -> None:
         layer.build(shape)
         ones, zeros = tf.ones(shape[-1]), tf.zeros(shape[-1])
         timings = {
-            "keras": seconds(forward_backward(lambda t: layer(t, training=True)), x),
-            "fused": seconds(forward_backward(
-                lambda t: tf.compat.v1.nn.fused_batch_norm(t, ones, zeros, epsilon=1e-5, is_training=True)[0]), x),
+            "keras": seconds(forward_backward(lambda t: layer(t, training=True)), x),  # noqa: B023 (called here)
+            "fused": seconds(
+                forward_backward(
+                    lambda t: tf.compat.v1.nn.fused_batch_norm(t, ones, zeros, epsilon=1e-5, is_training=True)[0]  # noqa: B023
+                ),
+                x,
+            ),
             "gelu": seconds(forward_backward(lambda t: tf.nn.gelu(t, approximate=args.approximate_gelu)), x),
         }
         for key, value in timings.items():
             totals[key] += value
-        print(f"{str(shape):<22} {timings['keras'] * 1e3:12.1f} {timings['fused'] * 1e3:12.1f} {timings['gelu'] * 1e3:9.1f}")
-    print(f"{'sum per train step':<22} {totals['keras'] * 1e3:12.0f} {totals['fused'] * 1e3:12.0f} "
-          f"{totals['gelu'] * 1e3:9.0f}   ({args.precision}, {'tanh' if args.approximate_gelu else 'erf'} GELU)")
+        print(
+            f"{str(shape):<22} {timings['keras'] * 1e3:12.1f} {timings['fused'] * 1e3:12.1f} {timings['gelu'] * 1e3:9.1f}"
+        )
+    print(
+        f"{'sum per train step':<22} {totals['keras'] * 1e3:12.0f} {totals['fused'] * 1e3:12.0f} "
+        f"{totals['gelu'] * 1e3:9.0f}   ({args.precision}, {'tanh' if args.approximate_gelu else 'erf'} GELU)"
+    )
 
 
 if __name__ == "__main__":

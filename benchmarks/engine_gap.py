@@ -55,6 +55,7 @@ def thread_env() -> dict:
 
 # ---------------------------------------------------------------- PyTorch side (imports torch only)
 
+
 def torch_net(arch):
     """The PyTorch twin of the Keras net `arch`, in channels_last like Keras's NHWC tensors.
 
@@ -98,10 +99,17 @@ def torch_net(arch):
         def __init__(self, cin, cout, stride):
             super().__init__()
             self.residual = nn.Sequential(
-                nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-                nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout))
-            self.shortcut = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-                nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+                nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                nn.BatchNorm2d(cout),
+            )
+            self.shortcut = (
+                nn.Identity()
+                if stride == 1 and cin == cout
+                else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            )
 
         def forward(self, x):
             return torch.relu(self.residual(x) + self.shortcut(x))
@@ -114,15 +122,29 @@ def torch_net(arch):
 
     def conv_group(cin, cout):
         """conv → max-pool → BN → GELU → conv → BN → GELU, as in `keras_cifar.models.airbench`."""
-        return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.MaxPool2d(2), shift_only_bn(cout), nn.GELU(),
-                nn.Conv2d(cout, cout, 3, padding=1, bias=False), shift_only_bn(cout), nn.GELU()]
+        return [
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.MaxPool2d(2),
+            shift_only_bn(cout),
+            nn.GELU(),
+            nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+            shift_only_bn(cout),
+            nn.GELU(),
+        ]
 
     def airbench():
         whiten = nn.Conv2d(3, 24, 2, bias=True)
         whiten.weight.requires_grad_(False)  # filled from data before training, then frozen
         head = Float32(nn.Flatten(), nn.Linear(256, 10, bias=False), Scale(1 / 9))
-        return nn.Sequential(Float32(Normalize(), whiten), nn.GELU(), *conv_group(24, 64), *conv_group(64, 256),
-                             *conv_group(256, 256), nn.MaxPool2d(3), head)
+        return nn.Sequential(
+            Float32(Normalize(), whiten),
+            nn.GELU(),
+            *conv_group(24, 64),
+            *conv_group(64, 256),
+            *conv_group(256, 256),
+            nn.MaxPool2d(3),
+            head,
+        )
 
     def resnet18():
         """CIFAR ResNet-18: 3×3 stem, BasicBlock stages [2, 2, 2, 2], as in `keras_cifar.models.resnet`."""
@@ -130,9 +152,15 @@ def torch_net(arch):
         for cout, stride in zip((64, 128, 256, 512), (1, 2, 2, 2)):
             blocks += [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
             cin = cout
-        return nn.Sequential(Float32(Normalize()), nn.Conv2d(3, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64),
-                             nn.ReLU(inplace=True), *blocks, nn.AdaptiveAvgPool2d(1),
-                             Float32(nn.Flatten(), nn.Linear(512, 10)))
+        return nn.Sequential(
+            Float32(Normalize()),
+            nn.Conv2d(3, 64, 3, padding=1, bias=False),
+            nn.BatchNorm2d(64),
+            nn.ReLU(inplace=True),
+            *blocks,
+            nn.AdaptiveAvgPool2d(1),
+            Float32(nn.Flatten(), nn.Linear(512, 10)),
+        )
 
     return {"airbench": airbench, "resnet18": resnet18}[arch]().to(memory_format=torch.channels_last)
 
@@ -142,8 +170,9 @@ def torch_rate(arch, precision, batch_size, steps, warmup) -> float:
     import torch
 
     net = torch_net(arch).train()
-    optimizer = torch.optim.SGD([p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.85,
-                                nesterov=True, weight_decay=5e-4)
+    optimizer = torch.optim.SGD(
+        [p for p in net.parameters() if p.requires_grad], lr=0.01, momentum=0.85, nesterov=True, weight_decay=5e-4
+    )
     loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.2)
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(batch_size, 3, 32, 32, generator=generator) * 255).contiguous(memory_format=torch.channels_last)
@@ -163,9 +192,14 @@ def torch_info() -> dict:
     """What decides PyTorch's CPU speed: version, oneDNN, the kernels' instruction set, threads."""
     import torch
 
-    return {"version": torch.__version__, "mkldnn": torch.backends.mkldnn.is_available(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(), "env": thread_env()}
+    return {
+        "version": torch.__version__,
+        "mkldnn": torch.backends.mkldnn.is_available(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+        "interop_threads": torch.get_num_interop_threads(),
+        "env": thread_env(),
+    }
 
 
 def torch_child(args) -> None:
@@ -182,21 +216,27 @@ def torch_child(args) -> None:
 
 # ---------------------------------------------------------------- Keras side and driver (never imports torch)
 
+
 def keras_info() -> dict:
     """TensorFlow's counterpart of `torch_info`; thread counts of 0 mean TF's default, one per CPU."""
     import tensorflow as tf
     from tensorflow.python.util import _pywrap_util_port
 
-    return {"version": tf.__version__, "onednn": _pywrap_util_port.IsMklEnabled(),
-            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(), "env": thread_env()}
+    return {
+        "version": tf.__version__,
+        "onednn": _pywrap_util_port.IsMklEnabled(),
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "env": thread_env(),
+    }
 
 
 def run_child(python, args, env=None) -> tuple[subprocess.CompletedProcess | None, str]:
     """Runs this file under `python`; returns the process and, if it failed, why in one line."""
     try:
-        child = subprocess.run([python, SCRIPT, *args], capture_output=True, text=True,
-                               env={**os.environ, **(env or {})})
+        child = subprocess.run(
+            [python, SCRIPT, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}
+        )
     except OSError as error:
         return None, str(error)
     if child.returncode == TORCH_MISSING:
@@ -239,27 +279,35 @@ def print_header(environment, keras, torch_python, torch) -> None:
     """CPU, both engines' versions, oneDNN, threads and environment: what the reader needs to explain a gap."""
     cpu = environment["cpu"]
     print(f"# {cpu['model']}, {cpu['cores']} cores, flags {','.join(cpu['flags'])}")
-    print(f"# keras {environment['versions']['keras']}, tensorflow {keras['version']}: "
-          f"oneDNN {'on' if keras['onednn'] else 'off'}, intra-op threads {keras['intra_op_threads']}, "
-          f"inter-op threads {keras['inter_op_threads']} (0 = TF default); {format_env(keras['env'])}")
+    print(
+        f"# keras {environment['versions']['keras']}, tensorflow {keras['version']}: "
+        f"oneDNN {'on' if keras['onednn'] else 'off'}, intra-op threads {keras['intra_op_threads']}, "
+        f"inter-op threads {keras['inter_op_threads']} (0 = TF default); {format_env(keras['env'])}"
+    )
     if torch:
-        print(f"# torch {torch['version']} ({torch_python}): mkldnn available {torch['mkldnn']}, "
-              f"kernels {torch['cpu_capability']}, threads {torch['threads']}, inter-op threads "
-              f"{torch['interop_threads']}; {format_env(torch['env'])}")
+        print(
+            f"# torch {torch['version']} ({torch_python}): mkldnn available {torch['mkldnn']}, "
+            f"kernels {torch['cpu_capability']}, threads {torch['threads']}, inter-op threads "
+            f"{torch['interop_threads']}; {format_env(torch['env'])}"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arch", default="airbench",
-                        help="Keras registry name; PyTorch twins exist for " + ", ".join(TORCH_ARCHS))
+    parser.add_argument(
+        "--arch", default="airbench", help="Keras registry name; PyTorch twins exist for " + ", ".join(TORCH_ARCHS)
+    )
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precision", default="float32,bfloat16", help="comma-separated: float32, bfloat16")
     parser.add_argument("--torch-python", default=sys.executable, help="interpreter with torch (default: this one)")
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--onednn-breakdown", action="store_true",
-                        help="also print each side's time per oneDNN primitive (runs with ONEDNN_VERBOSE=1)")
+    parser.add_argument(
+        "--onednn-breakdown",
+        action="store_true",
+        help="also print each side's time per oneDNN primitive (runs with ONEDNN_VERBOSE=1)",
+    )
     parser.add_argument("--keras-one", metavar="PRECISION", help=argparse.SUPPRESS)
     parser.add_argument("--torch-one", metavar="PRECISION", help=argparse.SUPPRESS)
     parser.add_argument("--torch-info", action="store_true", help=argparse.SUPPRESS)
@@ -281,11 +329,21 @@ def main() -> None:
     print_header(env, keras_side, args.torch_python, torch_side)
     if skipped:
         print(f"# PyTorch side skipped: {skipped}")
-    print(f"# {args.arch}, batch {args.batch_size}, median of {args.steps} train steps after {args.warmup} warm-up; "
-          f"1-min load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"# {args.arch}, batch {args.batch_size}, median of {args.steps} train steps after {args.warmup} warm-up; "
+        f"1-min load average {os.getloadavg()[0]:.2f}"
+    )
 
-    common = ["--arch", args.arch, "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-              "--warmup", str(args.warmup)]
+    common = [
+        "--arch",
+        args.arch,
+        "--batch-size",
+        str(args.batch_size),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     verbose = {"ONEDNN_VERBOSE": "1"} if args.onednn_breakdown else {}
     sides = [("keras", sys.executable, "--keras-one", {**verbose, "TF_NUM_INTEROP_THREADS": "1"} if verbose else {})]
     if torch_side:
@@ -301,10 +359,20 @@ def main() -> None:
                 continue
             rates[framework] = float(child.stdout.strip().splitlines()[-1])
             ratio = rates[framework] / rates["keras"] if framework == "torch" and "keras" in rates else None
-            results.append({"network": args.arch, "framework": framework, "precision": precision,
-                            "images_per_second": rates[framework], "torch_over_keras": ratio})
-            print(f"{args.arch:<10} {framework:<10} {precision:<10} {rates[framework]:8.1f} "
-                  f"{'' if ratio is None else f'{ratio:.2f}':>12}", flush=True)
+            results.append(
+                {
+                    "network": args.arch,
+                    "framework": framework,
+                    "precision": precision,
+                    "images_per_second": rates[framework],
+                    "torch_over_keras": ratio,
+                }
+            )
+            print(
+                f"{args.arch:<10} {framework:<10} {precision:<10} {rates[framework]:8.1f} "
+                f"{'' if ratio is None else f'{ratio:.2f}':>12}",
+                flush=True,
+            )
             if verbose:
                 breakdowns[framework] = onednn_breakdown(child.stdout, args.steps)
                 results[-1]["onednn_ms_per_step"] = dict(breakdowns[framework])
@@ -312,9 +380,20 @@ def main() -> None:
             print_breakdown(breakdowns)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "keras": keras_side, "torch": torch_side, "torch_python": args.torch_python,
-                       "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
-                       "results": results}, f, indent=2)
+            json.dump(
+                {
+                    "environment": env,
+                    "keras": keras_side,
+                    "torch": torch_side,
+                    "torch_python": args.torch_python,
+                    "batch_size": args.batch_size,
+                    "steps": args.steps,
+                    "warmup": args.warmup,
+                    "results": results,
+                },
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

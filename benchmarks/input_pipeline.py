@@ -38,8 +38,11 @@ def main() -> None:
         ("none", None, None),
         ("flip + pad-crop (default)", build_augmentation(crop_padding=4, flip=True, seed=0), None),
         ("+ rotation 10 + translation 0.1 + erasing 0.5", build_augmentation(4, True, 10, 0.1, 0.5, seed=0), None),
-        ("alternating flip + pad-crop 2 (--recipe fast)", build_augmentation(crop_padding=2, flip=False, seed=0),
-         alternating),
+        (
+            "alternating flip + pad-crop 2 (--recipe fast)",
+            build_augmentation(crop_padding=2, flip=False, seed=0),
+            alternating,
+        ),
     ]
     print(f"{len(split.y_train)} images a pass, batch {args.batch_size}, {os.cpu_count()} cores")
     for name, augmentation, flip in pipelines:
@@ -51,8 +54,11 @@ def main() -> None:
         for _ in range(args.epochs):
             for images, _labels in ds:
                 seen += int(images.shape[0])
-        print(f"{name:<48} {seen / (time.perf_counter() - start):9.0f} img/s "
-              f"{1000 * 1000 * (cpu_seconds() - cpu_start) / seen:8.1f} CPU ms per 1,000 images", flush=True)
+        print(
+            f"{name:<48} {seen / (time.perf_counter() - start):9.0f} img/s "
+            f"{1000 * 1000 * (cpu_seconds() - cpu_start) / seen:8.1f} CPU ms per 1,000 images",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

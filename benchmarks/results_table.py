@@ -29,20 +29,29 @@ def row(path: Path) -> dict:
     timing = run.read_timing() or {}
     training = metrics.get("training", {})
     others = [v for v in run.read_history().get("others_cpu", []) if v == v] if run.history_file.is_file() else []
-    return {"run": run.path.name, "config": record.config, "seed": record.config["seed"],
-            "precision": record.runtime["precision"], "accuracy": 100 * metrics["accuracy"],
-            "tta": metrics.get("tta", "none"), "seconds": training.get("training_seconds"),
-            "img_s": training.get("train_images_per_second"),
-            "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90"),
-            "others_cpu": max(others) if others else None}
+    return {
+        "run": run.path.name,
+        "config": record.config,
+        "seed": record.config["seed"],
+        "precision": record.runtime["precision"],
+        "accuracy": 100 * metrics["accuracy"],
+        "tta": metrics.get("tta", "none"),
+        "seconds": training.get("training_seconds"),
+        "img_s": training.get("train_images_per_second"),
+        "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90"),
+        "others_cpu": max(others) if others else None,
+    }
 
 
 def timed(r) -> str:
     """The training time, marked when the machine was busy or its load was not recorded (older runs)."""
     if r["seconds"] is None:
         return "—"
-    mark = "" if r["others_cpu"] is not None and r["others_cpu"] <= BUSY_SHARE else (
-        " (load not recorded)" if r["others_cpu"] is None else f" (busy: others used {r['others_cpu']:.0%})")
+    mark = (
+        ""
+        if r["others_cpu"] is not None and r["others_cpu"] <= BUSY_SHARE
+        else (" (load not recorded)" if r["others_cpu"] is None else f" (busy: others used {r['others_cpu']:.0%})")
+    )
     return f"{r['seconds']:,.0f} s{mark}"
 
 
@@ -59,12 +68,16 @@ def runs_table(rows) -> None:
     print("| run | seed | precision | test accuracy (TTA) | training time | img/s | time to 90 % (no TTA) |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| `{r['run']}` | {r['seed']} | {r['precision']} | {r['accuracy']:.2f} % ({r['tta']}) | "
-              f"{timed(r)} | {fmt(r['img_s'], '.0f')} | {fmt(r['to_90'], ',.0f', ' s')} |")
+        print(
+            f"| `{r['run']}` | {r['seed']} | {r['precision']} | {r['accuracy']:.2f} % ({r['tta']}) | "
+            f"{timed(r)} | {fmt(r['img_s'], '.0f')} | {fmt(r['to_90'], ',.0f', ' s')} |"
+        )
     if len(rows) > 1:
         seconds = [r["seconds"] for r in rows if r["seconds"] is not None]
-        print(f"| **mean ± std** | | | **{mean_std([r['accuracy'] for r in rows])}** | "
-              f"{statistics.fmean(seconds):,.0f} s (max {max(seconds):,.0f}) | | |")
+        print(
+            f"| **mean ± std** | | | **{mean_std([r['accuracy'] for r in rows])}** | "
+            f"{statistics.fmean(seconds):,.0f} s (max {max(seconds):,.0f}) | | |"
+        )
 
 
 def ablation_table(rows, recipe: str) -> None:
@@ -92,7 +105,9 @@ def ablation_table(rows, recipe: str) -> None:
     for change, group in groups.items():
         accuracies = [r["accuracy"] for r in group]
         seeds = ", ".join(str(r["seed"]) for r in group)
-        print(f"| {change} | {len(group)} ({seeds}) | {mean_std(accuracies)} | {statistics.fmean(accuracies) - base:+.2f} |")
+        print(
+            f"| {change} | {len(group)} ({seeds}) | {mean_std(accuracies)} | {statistics.fmean(accuracies) - base:+.2f} |"
+        )
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
 
+
 def encode(image, fmt: str, **options) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format=fmt, **options)
@@ -55,7 +56,7 @@ def jpeg_claiming(width: int, height: int) -> bytes:
 
     data = bytearray(encode(Image.new("RGB", (16, 16), (90, 120, 200)), "JPEG"))
     sof = data.find(b"\xff\xc0")
-    data[sof + 5:sof + 9] = struct.pack(">HH", height, width)
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
     return bytes(data)
 
 
@@ -65,9 +66,9 @@ def webp_claiming(width: int, height: int) -> bytes:
 
     data = bytearray(encode(Image.new("RGB", (16, 16), (10, 200, 10)), "WEBP", lossless=True))
     at = data.find(b"VP8L") + 8 + 1  # chunk tag, chunk size, signature byte 0x2f
-    bits = struct.unpack("<I", data[at:at + 4])[0]
+    bits = struct.unpack("<I", data[at : at + 4])[0]
     bits = (bits & ~0xFFFFFFF) | (width - 1) | ((height - 1) << 14)
-    data[at:at + 4] = struct.pack("<I", bits)
+    data[at : at + 4] = struct.pack("<I", bits)
     return bytes(data)
 
 
@@ -95,7 +96,7 @@ def bad_exif_jpeg() -> bytes:
     raw = bytearray(exif.tobytes())
     order = "<" if raw[6:8] == b"II" else ">"
     at = raw.find(struct.pack(order + "HH", 0x011A, 5))
-    raw[at + 2:at + 4] = struct.pack(order + "H", 2)  # RATIONAL -> ASCII
+    raw[at + 2 : at + 4] = struct.pack(order + "H", 2)  # RATIONAL -> ASCII
     return encode(Image.new("RGB", (60, 40), (200, 40, 40)), "JPEG", exif=bytes(raw))
 
 
@@ -126,6 +127,7 @@ def inputs(export: Path) -> dict:
 
 
 # ---- requests -------------------------------------------------------------------------------------------------
+
 
 def files(*items):
     return [("files", (name, data, "application/octet-stream")) for name, data in items]
@@ -180,31 +182,43 @@ def request_kinds(data: dict, port: int, max_batch: int, upload_limit: int, json
         return lambda c: c.post(tf, content=body, headers={"content-type": "application/json"}).status_code
 
     def chunked_upload(c):
-        head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n")
+        head = (
+            "POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n"
+        )
         part = b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="big.png"\r\n\r\n'
         total = upload_limit + (16 << 20)
         status, sent = raw_request(port, head, chunked(total, first=part))
-        NOTES["chunked upload over the limit"] = (f"answered {status} after {sent / 2**20:.1f} MiB sent of "
-                                                  f"{total / 2**20:.0f} MiB (limit {upload_limit / 2**20:.1f} MiB)")
+        NOTES["chunked upload over the limit"] = (
+            f"answered {status} after {sent / 2**20:.1f} MiB sent of "
+            f"{total / 2**20:.0f} MiB (limit {upload_limit / 2**20:.1f} MiB)"
+        )
         return status
 
     def chunked_json(c):
-        head = (f"POST {tf} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                "Content-Type: application/json\r\n\r\n")
+        head = (
+            f"POST {tf} HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            "Content-Type: application/json\r\n\r\n"
+        )
         total = json_limit + (4 << 20)
         status, sent = raw_request(port, head, chunked(total, 1 << 16, first=b'{"instances": ['))
-        NOTES["chunked json over the limit"] = (f"answered {status} after {sent / 2**20:.1f} MiB sent of "
-                                                f"{total / 2**20:.0f} MiB (limit {json_limit / 2**20:.1f} MiB)")
+        NOTES["chunked json over the limit"] = (
+            f"answered {status} after {sent / 2**20:.1f} MiB sent of "
+            f"{total / 2**20:.0f} MiB (limit {json_limit / 2**20:.1f} MiB)"
+        )
         return status
 
     def declared_oversize(c):
-        head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {upload_limit + 1}\r\n"
-                "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n")
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {upload_limit + 1}\r\n"
+            "Content-Type: multipart/form-data; boundary=XyZ\r\n\r\n"
+        )
         return raw_request(port, head, [])[0]
 
-    truncated = (b"--XyZ\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a.png\"\r\n"
-                 b"Content-Type: image/png\r\n\r\n" + data["sample_png"][:40])
+    truncated = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="files"; filename="a.png"\r\n'
+        b"Content-Type: image/png\r\n\r\n" + data["sample_png"][:40]
+    )
     return [
         ("upload sample png", "good", upload(("a.png", data["sample_png"]))),
         ("upload 640x480 jpeg", "good", upload(("photo.jpg", data["photo_jpeg"]))),
@@ -214,27 +228,45 @@ def request_kinds(data: dict, port: int, max_batch: int, upload_limit: int, json
         ("tf json 1 image", "good", post_json(json.dumps({"instances": [image]}).encode())),
         ("tf json 4 images", "good", post_json(json.dumps({"instances": [image] * min(4, max_batch)}).encode())),
         ("bomb png palette 7000x7000", "bomb", upload(("p7000.png", data["palette_7000"]))),
-        (f"bomb {bombs} x png palette 7000x7000", "bomb",
-         upload(*[(f"p7000-{i}.png", data["palette_7000"]) for i in range(bombs)])),
-        (f"bomb {bombs} x png palette 4096x4096", "bomb",
-         upload(*[(f"p4096-{i}.png", data["palette_4096"]) for i in range(bombs)])),
+        (
+            f"bomb {bombs} x png palette 7000x7000",
+            "bomb",
+            upload(*[(f"p7000-{i}.png", data["palette_7000"]) for i in range(bombs)]),
+        ),
+        (
+            f"bomb {bombs} x png palette 4096x4096",
+            "bomb",
+            upload(*[(f"p4096-{i}.png", data["palette_4096"]) for i in range(bombs)]),
+        ),
         ("bomb jpeg 4096x4096 (accepted)", "bomb", upload(("j4096.jpg", data["jpeg_4096"]))),
         ("bomb jpeg claiming 65500x65500", "bomb", upload(("j65500.jpg", data["jpeg_65500"]))),
         ("bomb jpeg claiming 8000x8000", "bomb", upload(("j8000.jpg", data["jpeg_8000"]))),
         ("bomb gif of 50,000 frames", "bomb", upload(("frames.gif", data["gif_frames"]))),
         ("bomb webp claiming 16383x16383", "bomb", upload(("huge.webp", data["webp_16383"]))),
-        ("truncated multipart", "malformed", lambda c: c.post(
-            "/v1/predict", content=truncated,
-            headers={"content-type": "multipart/form-data; boundary=XyZ"}).status_code),
+        (
+            "truncated multipart",
+            "malformed",
+            lambda c: (
+                c.post(
+                    "/v1/predict", content=truncated, headers={"content-type": "multipart/form-data; boundary=XyZ"}
+                ).status_code
+            ),
+        ),
         ("chunked upload over the limit", "malformed", chunked_upload),
         ("chunked json over the limit", "malformed", chunked_json),
         ("content-length over the limit", "malformed", declared_oversize),
         ("json nested 100,000 deep", "malformed", post_json(b"[" * 100_000 + b"]" * 100_000)),
         ("json 5,000-digit integer", "malformed", post_json(b'{"instances": [' + b"9" * 5000 + b"]}")),
-        ("json strings as pixels", "malformed",
-         post_json(json.dumps({"instances": [[[["1", "2", "3"]] * 32] * 32]}).encode())),
-        ("json booleans as pixels", "malformed",
-         post_json(json.dumps({"instances": [[[[True, False, True]] * 32] * 32]}).encode())),
+        (
+            "json strings as pixels",
+            "malformed",
+            post_json(json.dumps({"instances": [[[["1", "2", "3"]] * 32] * 32]}).encode()),
+        ),
+        (
+            "json booleans as pixels",
+            "malformed",
+            post_json(json.dumps({"instances": [[[[True, False, True]] * 32] * 32]}).encode()),
+        ),
         ("json NaN pixels", "malformed", post_json(b'{"instances": [[[[NaN, 1, 2]]]]}')),
         ("not json", "malformed", post_json(b"{nope")),
         ("text file as png", "malformed", upload(("notes.png", b"hello, not an image"))),
@@ -245,6 +277,7 @@ def request_kinds(data: dict, port: int, max_batch: int, upload_limit: int, json
 
 
 # ---- server and monitor ----------------------------------------------------------------------------------------
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -257,8 +290,12 @@ def start_server(export: Path, extra: list[str], log):
     import httpx
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "keras_cifar.serve", "--model", str(export),
-                                "--port", str(port), *extra], cwd=REPO, stdout=log, stderr=log)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_cifar.serve", "--model", str(export), "--port", str(port), *extra],
+        cwd=REPO,
+        stdout=log,
+        stderr=log,
+    )
     deadline = time.time() + 180
     while time.time() < deadline and process.poll() is None:
         try:
@@ -321,11 +358,16 @@ def percentiles(values) -> dict:
     if not values:
         return {"count": 0}
     values = sorted(values)
-    return {"count": len(values), "p50_ms": 1e3 * statistics.median(values),
-            "p95_ms": 1e3 * values[min(len(values) - 1, int(0.95 * len(values)))], "max_ms": 1e3 * values[-1]}
+    return {
+        "count": len(values),
+        "p50_ms": 1e3 * statistics.median(values),
+        "p95_ms": 1e3 * values[min(len(values) - 1, int(0.95 * len(values)))],
+        "max_ms": 1e3 * values[-1],
+    }
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------
+
 
 def run(args) -> dict:
     import httpx
@@ -335,7 +377,7 @@ def run(args) -> dict:
     upload_limit = int(args.max_upload_mb * 2**20) * args.max_batch + 64 * 1024
     json_limit = max(2**20, args.max_batch * 32 * 32 * 3 * 24)
     data = inputs(export)
-    log = tempfile.TemporaryFile(mode="w+")
+    log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (the server writes to it until the end)
     server, port = start_server(export, server_args, log)
     results = collections.defaultdict(collections.Counter)
     failures = []
@@ -402,14 +444,19 @@ def run(args) -> dict:
             server.kill()
     log.seek(0)
     server_log = log.read()
-    metric_5xx = {line.split()[0]: float(line.split()[-1]) for line in metrics.splitlines()
-                  if line.startswith("keras_cifar_requests_total") and re.search(r'status="5\d\d"', line)}
+    metric_5xx = {
+        line.split()[0]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("keras_cifar_requests_total") and re.search(r'status="5\d\d"', line)
+    }
     samples = monitor.samples[idle_samples:]
     statuses = collections.Counter()
     for counter in results.values():
         statuses.update({str(k): v for k, v in counter.items()})
     return {
-        "seconds": elapsed, "requests": sum(statuses.values()), "clients": args.clients,
+        "seconds": elapsed,
+        "requests": sum(statuses.values()),
+        "clients": args.clients,
         "by_status": dict(sorted(statuses.items())),
         "by_kind": {kind: {str(k): v for k, v in counter.items()} for kind, counter in results.items()},
         "five_xx": [f"{kind}: {status}" for kind, status in failures],
@@ -429,20 +476,26 @@ def run(args) -> dict:
 
 
 def print_summary(result: dict) -> None:
-    print(f"# {result['requests']} requests from {result['clients']} clients in {result['seconds']:.1f} s "
-          f"({os.cpu_count()} cores)")
+    print(
+        f"# {result['requests']} requests from {result['clients']} clients in {result['seconds']:.1f} s "
+        f"({os.cpu_count()} cores)"
+    )
     print(f"{'kind':<40} statuses")
     for kind, counts in result["by_kind"].items():
         print(f"{kind:<40} " + ", ".join(f"{status}: {n}" for status, n in sorted(counts.items())))
     print("by status: " + ", ".join(f"{status}: {n}" for status, n in result["by_status"].items()))
-    print(f"5xx answers or client errors: {len(result['five_xx'])} {result['five_xx'][:5] if result['five_xx'] else ''}"
-          f"; 503 overload answers (Retry-After): {result['overload_503']}")
+    print(
+        f"5xx answers or client errors: {len(result['five_xx'])} {result['five_xx'][:5] if result['five_xx'] else ''}"
+        f"; 503 overload answers (Retry-After): {result['overload_503']}"
+    )
     print(f"5xx counted in /metrics: {result['five_xx_in_metrics'] or 'none'}")
     for name in ("healthz_idle", "healthz_under_load", "healthz_while_bombs"):
         p = result[name]
         if p["count"]:
-            print(f"{name:<20} n={p['count']:<4} p50 {p['p50_ms']:7.1f} ms  p95 {p['p95_ms']:7.1f} ms  "
-                  f"max {p['max_ms']:7.1f} ms")
+            print(
+                f"{name:<20} n={p['count']:<4} p50 {p['p50_ms']:7.1f} ms  p95 {p['p95_ms']:7.1f} ms  "
+                f"max {p['max_ms']:7.1f} ms"
+            )
     print(f"healthz failures: {result['healthz_failed']}")
     for kind, note in result["notes"].items():
         print(f"{kind}: {note}")
@@ -456,8 +509,9 @@ def main(argv=None) -> int:
     parser.add_argument("--export", required=True, help="an export folder (python -m keras_cifar.export)")
     parser.add_argument("--small", action="store_true", help="one round, few clients: about 15 s")
     parser.add_argument("--rounds", type=int, default=None, help="times the whole mix is sent (default 5; 1 small)")
-    parser.add_argument("--good-per-round", type=int, default=None,
-                        help="good requests of each kind per round (default 20; 3 small)")
+    parser.add_argument(
+        "--good-per-round", type=int, default=None, help="good requests of each kind per round (default 20; 3 small)"
+    )
     parser.add_argument("--clients", type=int, default=None, help="concurrent client threads (default 12; 6 small)")
     parser.add_argument("--max-upload-mb", type=float, default=None, help="server limit (default 5; 1 small)")
     parser.add_argument("--max-batch", type=int, default=None, help="server limit (default 32; 8 small)")
@@ -465,8 +519,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, help="also write the result to this JSON file")
     args = parser.parse_args(argv)
     small = args.small
-    for name, full, reduced in (("rounds", 5, 1), ("good_per_round", 20, 3), ("clients", 12, 6),
-                                ("max_upload_mb", 5.0, 1.0), ("max_batch", 32, 8)):
+    for name, full, reduced in (
+        ("rounds", 5, 1),
+        ("good_per_round", 20, 3),
+        ("clients", 12, 6),
+        ("max_upload_mb", 5.0, 1.0),
+        ("max_batch", 32, 8),
+    ):
         if getattr(args, name) is None:
             setattr(args, name, reduced if small else full)
     result = run(args)

@@ -33,9 +33,25 @@ def free_port() -> int:
 
 
 def start_server(model, fmt, window_ms, port):
-    process = subprocess.Popen([sys.executable, "-m", "keras_cifar.serve", "--model", str(model), "--format", fmt,
-                                "--port", str(port), "--batch-window-ms", str(window_ms)], cwd=REPO,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keras_cifar.serve",
+            "--model",
+            str(model),
+            "--format",
+            fmt,
+            "--port",
+            str(port),
+            "--batch-window-ms",
+            str(window_ms),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     import httpx
 
     deadline = time.time() + 120
@@ -75,27 +91,33 @@ def load(port, image, requests, concurrency, time_limit) -> dict:
         return time.perf_counter() - start, response.status_code
 
     start = time.perf_counter()
-    with httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client:
-        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-            pending = set()
-            sent = 0
-            while sent < requests or pending:
-                while sent < requests and len(pending) < concurrency and time.perf_counter() < stop_at:
-                    pending.add(pool.submit(one, client))
-                    sent += 1
-                if not pending:
-                    break
-                done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
-                for future in done:
-                    seconds, status = future.result()
-                    latencies.append(seconds)
-                    failures += status != 200
+    with (
+        httpx.Client(timeout=30, limits=httpx.Limits(max_connections=concurrency)) as client,
+        concurrent.futures.ThreadPoolExecutor(concurrency) as pool,
+    ):
+        pending = set()
+        sent = 0
+        while sent < requests or pending:
+            while sent < requests and len(pending) < concurrency and time.perf_counter() < stop_at:
+                pending.add(pool.submit(one, client))
+                sent += 1
+            if not pending:
+                break
+            done, pending = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+            for future in done:
+                seconds, status = future.result()
+                latencies.append(seconds)
+                failures += status != 200
     elapsed = time.perf_counter() - start
     latencies.sort()
-    return {"requests": len(latencies), "failures": failures, "seconds": elapsed,
-            "requests_per_second": len(latencies) / elapsed,
-            "p50_ms": 1e3 * statistics.median(latencies),
-            "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
+    return {
+        "requests": len(latencies),
+        "failures": failures,
+        "seconds": elapsed,
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": 1e3 * statistics.median(latencies),
+        "p99_ms": 1e3 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+    }
 
 
 def main() -> None:
@@ -110,8 +132,10 @@ def main() -> None:
     args = parser.parse_args()
 
     image = sample_png(args.model)
-    print(f"# {os.cpu_count()} cores; {args.requests} single-image uploads, {args.concurrency} concurrent, "
-          f"limit {args.time_limit:g} s")
+    print(
+        f"# {os.cpu_count()} cores; {args.requests} single-image uploads, {args.concurrency} concurrent, "
+        f"limit {args.time_limit:g} s"
+    )
     print(f"{'format':<20} {'window ms':>9} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'failed':>7}")
     results = []
     for fmt in args.formats.split(","):
@@ -120,14 +144,20 @@ def main() -> None:
             server = start_server(args.model, fmt, window, port)
             try:
                 load(port, image, 20, args.concurrency, 30)  # warm-up: first calls allocate and pick kernels
-                row = {"format": fmt, "batch_window_ms": float(window),
-                       **load(port, image, args.requests, args.concurrency, args.time_limit)}
+                row = {
+                    "format": fmt,
+                    "batch_window_ms": float(window),
+                    **load(port, image, args.requests, args.concurrency, args.time_limit),
+                }
             finally:
                 server.terminate()
                 server.wait(30)
             results.append(row)
-            print(f"{fmt:<20} {row['batch_window_ms']:>9g} {row['requests_per_second']:>8.1f} {row['p50_ms']:>8.1f} "
-                  f"{row['p99_ms']:>8.1f} {row['failures']:>7}", flush=True)
+            print(
+                f"{fmt:<20} {row['batch_window_ms']:>9g} {row['requests_per_second']:>8.1f} {row['p50_ms']:>8.1f} "
+                f"{row['p99_ms']:>8.1f} {row['failures']:>7}",
+                flush=True,
+            )
     if args.json:
         Path(args.json).write_text(json.dumps({"concurrency": args.concurrency, "results": results}, indent=2) + "\n")
 

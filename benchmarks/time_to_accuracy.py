@@ -34,10 +34,16 @@ def make_callback(x_test, y_test, records):
             # The project's evaluation pipeline, not predict() on an array: Keras's own tf.data pipeline for an
             # array keeps autotuning on, and its iterator then took up to 10 s to shut down, CPU idle.
             predicted = self.model.predict(evaluation_dataset(x_test, y_test, 1000), verbose=0).argmax(axis=1)
-            records.append({"epoch": epoch + 1, "epoch_seconds": logs["epoch_seconds"],
-                            "others_cpu": logs.get("others_cpu"), "load_1min": logs.get("load_1min"),
-                            "test_accuracy": float(np.mean(predicted == y_test)),
-                            "evaluation_seconds": time.perf_counter() - start})
+            records.append(
+                {
+                    "epoch": epoch + 1,
+                    "epoch_seconds": logs["epoch_seconds"],
+                    "others_cpu": logs.get("others_cpu"),
+                    "load_1min": logs.get("load_1min"),
+                    "test_accuracy": float(np.mean(predicted == y_test)),
+                    "evaluation_seconds": time.perf_counter() - start,
+                }
+            )
 
     return TestAccuracyEachEpoch()
 
@@ -47,12 +53,21 @@ def summarise(records, final_metrics, runtime, environment) -> dict:
     for record in records:
         elapsed += record["epoch_seconds"]
         curve.append({**record, "training_seconds_so_far": elapsed})
-    reached = {f"{level:.2f}": next((c["training_seconds_so_far"] for c in curve if c["test_accuracy"] >= level), None)
-               for level in LEVELS}
-    return {"cpu": environment["cpu"], "versions": environment["versions"], "precision": runtime["precision"],
-            "jit_compile": runtime["jit_compile"], "epochs": curve, "training_seconds": elapsed,
-            "seconds_to_test_accuracy": reached, "final_test_accuracy": final_metrics["accuracy"],
-            "final_tta": final_metrics["tta"]}
+    reached = {
+        f"{level:.2f}": next((c["training_seconds_so_far"] for c in curve if c["test_accuracy"] >= level), None)
+        for level in LEVELS
+    }
+    return {
+        "cpu": environment["cpu"],
+        "versions": environment["versions"],
+        "precision": runtime["precision"],
+        "jit_compile": runtime["jit_compile"],
+        "epochs": curve,
+        "training_seconds": elapsed,
+        "seconds_to_test_accuracy": reached,
+        "final_test_accuracy": final_metrics["accuracy"],
+        "final_tta": final_metrics["tta"],
+    }
 
 
 def main() -> None:
@@ -65,7 +80,7 @@ def main() -> None:
     def run(argv):
         config = resolve_config(parse_train_args(argv))
         data = load_cifar10(config.data_dir, config.source)
-        x_test, y_test = data.x_test[:config.test_limit], data.y_test[:config.test_limit]
+        x_test, y_test = data.x_test[: config.test_limit], data.y_test[: config.test_limit]
         records = []
         run = RunDir(train(config, extra_callbacks=[make_callback(x_test, y_test, records)]))
         record = run.require_record()

@@ -53,13 +53,25 @@ def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="") -
     from keras_cifar.run import Runtime
     from keras_cifar.training.loop import compile_model
 
-    settings = {**(read_config_file(recipe_path(recipe)) if recipe else {}),
-                "arch": arch, "batch_size": batch_size, "width_multiplier": width, "epochs": 1, "time_budget": None}
+    settings = {
+        **(read_config_file(recipe_path(recipe)) if recipe else {}),
+        "arch": arch,
+        "batch_size": batch_size,
+        "width_multiplier": width,
+        "epochs": 1,
+        "time_budget": None,
+    }
     config = TrainConfig(**settings)
-    runtime = Runtime(precision=precision, precision_reason="requested", jit_compile=jit == "on", jit_reason="requested",
-                      augment_in_model=False)
-    model = compile_model(config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config),
-                          epochs=1)
+    runtime = Runtime(
+        precision=precision,
+        precision_reason="requested",
+        jit_compile=jit == "on",
+        jit_reason="requested",
+        augment_in_model=False,
+    )
+    model = compile_model(
+        config, runtime, steps_per_epoch=steps + warmup, augmentation=augmentation_from_config(config), epochs=1
+    )
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 255, (batch_size, 32, 32, 3)).astype("float32")
     y = np.eye(10, dtype="float32")[rng.integers(0, 10, batch_size)]
@@ -70,16 +82,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archs", default="vgg16,vgg19,resnet18,resnet34,resnet50,resnet101,inception")
     parser.add_argument("--batch-size", default="128", help="comma-separated batch sizes")
-    parser.add_argument("--recipes", default="", help="comma-separated recipes whose settings build the model and "
-                        "optimizer (default: none, plain Nesterov SGD)")
+    parser.add_argument(
+        "--recipes",
+        default="",
+        help="comma-separated recipes whose settings build the model and optimizer (default: none, plain Nesterov SGD)",
+    )
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--jit", default="off,on", help="comma-separated: off, on")
     parser.add_argument("--precision", default="float32", help="comma-separated Keras dtype policies")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
-    parser.add_argument("--one", nargs=5, metavar=("ARCH", "JIT", "PRECISION", "BATCH", "RECIPE"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one", nargs=5, metavar=("ARCH", "JIT", "PRECISION", "BATCH", "RECIPE"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.one:  # child process: one configuration, one number on stdout
         arch, jit, precision, batch, recipe = args.one
@@ -89,30 +105,60 @@ def main() -> None:
     from keras_cifar.training.host import environment
 
     env = environment()
-    print(f"# {env['cpu']['model']}, {env['cpu']['cores']} cores, flags {','.join(env['cpu']['flags'])}; "
-          f"keras {env['versions']['keras']}, tensorflow {env['versions'].get('tensorflow')}; "
-          f"width {args.width_multiplier}")
+    print(
+        f"# {env['cpu']['model']}, {env['cpu']['cores']} cores, flags {','.join(env['cpu']['flags'])}; "
+        f"keras {env['versions']['keras']}, tensorflow {env['versions'].get('tensorflow')}; "
+        f"width {args.width_multiplier}"
+    )
     print(f"{'arch':<10} {'recipe':<9} {'batch':>5} {'precision':<15} {'xla':<4} {'img/s':>8}")
     results = []
-    configurations = itertools.product(args.archs.split(","), args.recipes.split(","), args.batch_size.split(","),
-                                       args.precision.split(","), args.jit.split(","))
+    configurations = itertools.product(
+        args.archs.split(","),
+        args.recipes.split(","),
+        args.batch_size.split(","),
+        args.precision.split(","),
+        args.jit.split(","),
+    )
     for arch, recipe, batch, precision, jit in configurations:
         label = f"{arch:<10} {recipe or '-':<9} {batch:>5} {precision:<15} {jit:<4}"
         child = subprocess.run(
-            [sys.executable, __file__, "--one", arch, jit, precision, batch, recipe,
-             "--width-multiplier", str(args.width_multiplier), "--steps", str(args.steps),
-             "--warmup", str(args.warmup)], capture_output=True, text=True)
+            [
+                sys.executable,
+                __file__,
+                "--one",
+                arch,
+                jit,
+                precision,
+                batch,
+                recipe,
+                "--width-multiplier",
+                str(args.width_multiplier),
+                "--steps",
+                str(args.steps),
+                "--warmup",
+                str(args.warmup),
+            ],
+            capture_output=True,
+            text=True,
+        )
         if child.returncode:
             print(f"{label} failed: {child.stderr.strip().splitlines()[-1]}")
             continue
         rate = float(child.stdout.strip().splitlines()[-1])
-        results.append({"arch": arch, "recipe": recipe or None, "batch_size": int(batch), "precision": precision,
-                        "jit": jit, "images_per_second": rate})
+        results.append(
+            {
+                "arch": arch,
+                "recipe": recipe or None,
+                "batch_size": int(batch),
+                "precision": precision,
+                "jit": jit,
+                "images_per_second": rate,
+            }
+        )
         print(f"{label} {rate:8.1f}", flush=True)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"environment": env, "width_multiplier": args.width_multiplier, "results": results}, f,
-                      indent=2)
+            json.dump({"environment": env, "width_multiplier": args.width_multiplier, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m keras_cifar.compare", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run directories, or folders holding them (a suite's output)")
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.html, figures)")
-    parser.add_argument("--exports", type=Path, default=None,
-                        help="folder of exports (exported_models/): a run's formats are read from EXPORTS/RUN_NAME")
+    parser.add_argument(
+        "--exports",
+        type=Path,
+        default=None,
+        help="folder of exports (exported_models/): a run's formats are read from EXPORTS/RUN_NAME",
+    )
     parser.add_argument("--title", default="CIFAR-10 architecture comparison")
     parser.add_argument("--note", default=None, help="a line printed under the title (e.g. 'quick CPU runs')")
     return parser.parse_args(argv)

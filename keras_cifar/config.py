@@ -50,74 +50,152 @@ class TrainConfig:
     arch: str = _field("resnet18", "architecture name (see --list-archs)", role="scope")
     width_multiplier: float = _field(1.0, "scale every layer's channel count (1.0 = standard widths)")
     dropout: float = _field(0.0, "dropout rate before the classifier")
-    bn_momentum: float = _field(0.9, "batch-norm moving-average momentum (Keras default 0.99 is too slow for short runs)")
+    bn_momentum: float = _field(
+        0.9, "batch-norm moving-average momentum (Keras default 0.99 is too slow for short runs)"
+    )
     # Data
-    data_dir: typing.Optional[str] = _field(None, "local CIFAR-10 copy (binary or python layout, folder or .tar.gz); default $KERAS_CIFAR_DATA, else tensorflow-datasets", role="io")
+    data_dir: str | None = _field(
+        None,
+        "local CIFAR-10 copy (binary or python layout, folder or .tar.gz); "
+        "default $KERAS_CIFAR_DATA, else tensorflow-datasets",
+        role="io",
+    )
     source: str = _field("auto", "where the data comes from", SOURCES, role="io")
-    val_split: int = _field(5000, "images held out of the training set for validation (0 = none: fixed schedule, no model selection)", role="scope")
-    train_limit: typing.Optional[int] = _field(None, "use only the first N training images (quick runs)", role="scope")
-    val_limit: typing.Optional[int] = _field(None, "use only the first N validation images", role="scope")
-    test_limit: typing.Optional[int] = _field(None, "use only the first N test images", role="scope")
+    val_split: int = _field(
+        5000,
+        "images held out of the training set for validation (0 = none: fixed schedule, no model selection)",
+        role="scope",
+    )
+    train_limit: int | None = _field(None, "use only the first N training images (quick runs)", role="scope")
+    val_limit: int | None = _field(None, "use only the first N validation images", role="scope")
+    test_limit: int | None = _field(None, "use only the first N test images", role="scope")
     # Augmentation
     crop_padding: int = _field(4, "pad-and-random-crop padding in pixels (0 = off)")
     flip: bool = _field(True, "random horizontal flip")
-    alternating_flip: bool = _field(False, "with --flip: mirror a fixed random half of the images, and all of them every other epoch (airbench), instead of at random")
+    alternating_flip: bool = _field(
+        False,
+        "with --flip: mirror a fixed random half of the images, and all of them every other epoch (airbench), "
+        "instead of at random",
+    )
     rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
     translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
     erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")
-    augment_in_model: str = _field("auto", "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)", AUTO_ON_OFF, role="runtime")
+    augment_in_model: str = _field(
+        "auto",
+        "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)",
+        AUTO_ON_OFF,
+        role="runtime",
+    )
     # Optimisation
     epochs: int = _field(200, "maximum number of epochs", role="scope")
-    time_budget: typing.Optional[float] = _field(None, "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)", role="scope")
+    time_budget: float | None = _field(
+        None,
+        "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)",
+        role="scope",
+    )
     batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")
-    drop_remainder: bool = _field(False, "skip each epoch's last, partial training batch (airbench does; the set is reshuffled every epoch, so no image is left out for good)")
-    optimizer: str = _field("sgd", "SGD with Nesterov momentum; muon = Muon for conv filters and that SGD for the rest; or AdamW", OPTIMIZERS)
+    drop_remainder: bool = _field(
+        False,
+        "skip each epoch's last, partial training batch (airbench does; the set is reshuffled every epoch, so no image is left out for good)",
+    )
+    optimizer: str = _field(
+        "sgd",
+        "SGD with Nesterov momentum; muon = Muon for conv filters and that SGD for the rest; or AdamW",
+        OPTIMIZERS,
+    )
     lr: float = _field(0.1, "peak learning rate (with muon: of the variables SGD trains)")
     momentum: float = _field(0.9, "SGD momentum")
-    muon_lr: float = _field(0.24, "muon: peak step of the conv filters, relative to their fixed norm (the same schedule as --lr)")
+    muon_lr: float = _field(
+        0.24, "muon: peak step of the conv filters, relative to their fixed norm (the same schedule as --lr)"
+    )
     muon_momentum: float = _field(0.6, "muon: Nesterov momentum of the conv filters")
-    weight_decay: float = _field(5e-4, "weight decay of conv/dense kernels, in PyTorch's units (SGD: coupled L2; AdamW: decoupled)")
+    weight_decay: float = _field(
+        5e-4, "weight decay of conv/dense kernels, in PyTorch's units (SGD: coupled L2; AdamW: decoupled)"
+    )
     label_smoothing: float = _field(0.1, "label smoothing of the cross-entropy targets")
     schedule: str = _field("cosine", "learning-rate schedule", SCHEDULES)
     warmup_epochs: float = _field(1.0, "linear warm-up length (onecycle, cosine; at most half the run)")
     warmup_start_factor: float = _field(0.0, "LR at the start of warm-up, as a fraction of --lr")
     final_lr_factor: float = _field(0.0, "LR at the end of onecycle/cosine decay, as a fraction of --lr")
     bias_lr_scale: float = _field(1.0, "SGD and muon: LR multiplier for batch-norm shifts (airbench uses 64)")
-    whiten_bias_epochs: typing.Optional[int] = _field(None, "patch-whitening nets (airbench): freeze the whitening bias after N epochs, which also skips a backward conv (default: train it throughout)")
-    lookahead: bool = _field(False, "airbench's Lookahead: every 5 steps, set the weights to an EMA whose decay grows over training")
-    step_milestones: typing.Tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
+    whiten_bias_epochs: int | None = _field(
+        None,
+        "patch-whitening nets (airbench): freeze the whitening bias after N epochs, which also skips a backward conv "
+        "(default: train it throughout)",
+    )
+    lookahead: bool = _field(
+        False, "airbench's Lookahead: every 5 steps, set the weights to an EMA whose decay grows over training"
+    )
+    step_milestones: tuple[float, ...] = _field((0.5, 0.75), "step schedule: fractions of training where the LR drops")
     step_gamma: float = _field(0.1, "step schedule: LR factor at each milestone")
-    early_stopping_patience: int = _field(0, "stop after N epochs without val_accuracy improvement, restoring the best weights (0 = off)")
-    precision: str = _field("auto", "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy", PRECISIONS, role="runtime")
+    early_stopping_patience: int = _field(
+        0, "stop after N epochs without val_accuracy improvement, restoring the best weights (0 = off)"
+    )
+    precision: str = _field(
+        "auto",
+        "numeric precision; auto picks the fastest for this host, mixed the host's mixed policy",
+        PRECISIONS,
+        role="runtime",
+    )
     jit_compile: str = _field("auto", "XLA compilation; auto picks by host", AUTO_ON_OFF, role="runtime")
     seed: int = _field(0, "seed for the split, shuffling, augmentation and initialisation", role="seed")
-    strategy: str = _field("none", "data-parallel training: mirrored = every local GPU (or the CPU), multiworker = "
-                           "several machines from TF_CONFIG (TensorFlow) or keras.distribution (JAX)", STRATEGIES, role="runtime")
+    strategy: str = _field(
+        "none",
+        "data-parallel training: mirrored = every local GPU (or the CPU), multiworker = "
+        "several machines from TF_CONFIG (TensorFlow) or keras.distribution (JAX)",
+        STRATEGIES,
+        role="runtime",
+    )
     # Outputs
-    run_dir: typing.Optional[str] = _field(None, "where every output goes (default runs/<arch>-<time>)", role="io")
+    run_dir: str | None = _field(None, "where every output goes (default runs/<arch>-<time>)", role="io")
     tensorboard: bool = _field(True, "write TensorBoard logs to RUN_DIR/tensorboard", role="io")
     tta: str = _field("none", "test-time augmentation in the final evaluation", TTA_MODES, role="scope")
-    recipe: typing.Optional[str] = _field(None, "the named recipe these settings started from (recorded; its settings "
-                                          "are already in the others)", role="io", flag=False)
-    verbose: int = _field(2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2), role="io")
+    recipe: str | None = _field(
+        None,
+        "the named recipe these settings started from (recorded; its settings are already in the others)",
+        role="io",
+        flag=False,
+    )
+    verbose: int = _field(
+        2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2), role="io"
+    )
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Reject settings that would fail late or silently do something else."""
-        positive = {"width_multiplier": self.width_multiplier, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                    "muon_lr": self.muon_lr}
+        positive = {
+            "width_multiplier": self.width_multiplier,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "muon_lr": self.muon_lr,
+        }
         for name, value in positive.items():
             if not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
-        in_unit = {"dropout": self.dropout, "erasing": self.erasing, "label_smoothing": self.label_smoothing,
-                   "momentum": self.momentum, "muon_momentum": self.muon_momentum, "bn_momentum": self.bn_momentum, "translation": self.translation}
+        in_unit = {
+            "dropout": self.dropout,
+            "erasing": self.erasing,
+            "label_smoothing": self.label_smoothing,
+            "momentum": self.momentum,
+            "muon_momentum": self.muon_momentum,
+            "bn_momentum": self.bn_momentum,
+            "translation": self.translation,
+        }
         for name, value in in_unit.items():
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
-        non_negative = {"weight_decay": self.weight_decay, "warmup_start_factor": self.warmup_start_factor,
-                        "final_lr_factor": self.final_lr_factor, "bias_lr_scale": self.bias_lr_scale, "crop_padding": self.crop_padding, "rotation": self.rotation,
-                        "val_split": self.val_split, "warmup_epochs": self.warmup_epochs,
-                        "early_stopping_patience": self.early_stopping_patience,
-                        "whiten_bias_epochs": self.whiten_bias_epochs or 0}
+        non_negative = {
+            "weight_decay": self.weight_decay,
+            "warmup_start_factor": self.warmup_start_factor,
+            "final_lr_factor": self.final_lr_factor,
+            "bias_lr_scale": self.bias_lr_scale,
+            "crop_padding": self.crop_padding,
+            "rotation": self.rotation,
+            "val_split": self.val_split,
+            "warmup_epochs": self.warmup_epochs,
+            "early_stopping_patience": self.early_stopping_patience,
+            "whiten_bias_epochs": self.whiten_bias_epochs or 0,
+        }
         for name, value in non_negative.items():
             if value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value!r}")
@@ -130,7 +208,9 @@ class TrainConfig:
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}")
+                raise ConfigError(
+                    f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}"
+                )
         if self.bias_lr_scale != 1.0 and self.optimizer == "adamw":
             raise ConfigError("bias_lr_scale only applies to SGD and muon (Adam-type updates ignore gradient scale)")
         if self.optimizer == "muon" and not self.momentum:
@@ -140,11 +220,15 @@ class TrainConfig:
         if self.schedule == "plateau" and not self.val_split:
             raise ConfigError("the plateau schedule watches validation loss: set val_split > 0")
         if self.strategy == "multiworker" and not self.run_dir:
-            raise ConfigError("--strategy multiworker needs --run-dir: every worker must name the same run "
-                              "(the chief writes it; a default name would differ by the workers' clocks)")
+            raise ConfigError(
+                "--strategy multiworker needs --run-dir: every worker must name the same run "
+                "(the chief writes it; a default name would differ by the workers' clocks)"
+            )
         if self.strategy == "multiworker" and self.time_budget:
-            raise ConfigError("--time-budget cannot be used with --strategy multiworker: each worker would time "
-                              "its own steps and could plan a different number of epochs; give --epochs")
+            raise ConfigError(
+                "--time-budget cannot be used with --strategy multiworker: each worker would time "
+                "its own steps and could plan a different number of epochs; give --epochs"
+            )
         if any(not 0 < m < 1 for m in self.step_milestones):
             raise ConfigError(f"step_milestones are fractions of training in (0, 1), got {list(self.step_milestones)}")
         return self
@@ -203,8 +287,15 @@ def _coerce(name: str, value, where: str):
 
 
 # Names people carry over from other tools, mapped to ours for the "did you mean" hint.
-_FAMILIAR_NAMES = {"learning_rate": "lr", "architecture": "arch", "model": "arch", "mixed_precision": "precision",
-                   "patience": "early_stopping_patience", "wd": "weight_decay", "width": "width_multiplier"}
+_FAMILIAR_NAMES = {
+    "learning_rate": "lr",
+    "architecture": "arch",
+    "model": "arch",
+    "mixed_precision": "precision",
+    "patience": "early_stopping_patience",
+    "wd": "weight_decay",
+    "width": "width_multiplier",
+}
 
 
 def overrides_from_mapping(mapping: dict, where: str) -> dict:
@@ -276,23 +367,32 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(flag, **kwargs)
     parser.add_argument("--recipe", default=None, help="named settings from keras_cifar/recipes/ (e.g. fast)")
     parser.add_argument("--config", default=None, help="YAML or JSON file of settings; flags override it")
-    parser.add_argument("--mixed-precision", dest="precision", action="store_const", const="mixed",
-                        default=argparse.SUPPRESS, help="shorthand: the host's mixed precision (bfloat16 on CPU, float16 on GPU)")
+    parser.add_argument(
+        "--mixed-precision",
+        dest="precision",
+        action="store_const",
+        const="mixed",
+        default=argparse.SUPPRESS,
+        help="shorthand: the host's mixed precision (bfloat16 on CPU, float16 on GPU)",
+    )
 
 
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The parser of `train` (every setting a flag, --recipe, --config, --list-archs); suite and the benchmarks
     parse their training flags with it too."""
-    parser = argparse.ArgumentParser(prog=prog, description=description,
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     add_config_arguments(parser)
     parser.add_argument("--list-archs", action="store_true", help="print the architecture names and exit")
     return parser
 
 
 def parse_train_args(argv) -> argparse.Namespace:
-    return train_parser("python -m keras_cifar.train", "`python -m keras_cifar.train --arch inception`: train one "
-                        "model into a run directory.").parse_args(argv)
+    return train_parser(
+        "python -m keras_cifar.train",
+        "`python -m keras_cifar.train --arch inception`: train one model into a run directory.",
+    ).parse_args(argv)
 
 
 def resolve_config(args: argparse.Namespace) -> TrainConfig:

@@ -13,14 +13,25 @@ from keras_cifar.config import TTA_MODES
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m keras_cifar.evaluate", description=__doc__)
     parser.add_argument("target", help="a run directory (uses its model.keras and data settings) or a .keras file")
-    parser.add_argument("--data-dir", default=None, help="local CIFAR-10 copy (default: the run's, else $KERAS_CIFAR_DATA)")
+    parser.add_argument(
+        "--data-dir", default=None, help="local CIFAR-10 copy (default: the run's, else $KERAS_CIFAR_DATA)"
+    )
     parser.add_argument("--source", default=None, choices=("auto", "local", "tfds"))
     parser.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
-    parser.add_argument("--tta", nargs="?", const="flip", default="none", choices=TTA_MODES,
-                        help="test-time augmentation: flip (the default when given alone) averages each image with its "
-                             "mirror; flip_translate adds one-pixel shifts (6 views)")
-    parser.add_argument("--out", default=None, help="where metrics.json and the plots go (default: the run directory, "
-                                                     "or the model file's folder)")
+    parser.add_argument(
+        "--tta",
+        nargs="?",
+        const="flip",
+        default="none",
+        choices=TTA_MODES,
+        help="test-time augmentation: flip (the default when given alone) averages each image with its "
+        "mirror; flip_translate adds one-pixel shifts (6 views)",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="where metrics.json and the plots go (default: the run directory, or the model file's folder)",
+    )
     return parser.parse_args(argv)
 
 
@@ -44,8 +55,15 @@ def main(argv=None) -> None:
     limit = args.test_limit or saved.get("test_limit")
     out = RunDir(out)
     with out.lock("evaluate"):
-        report_run(out, data.x_test[:limit], data.y_test[:limit], data.class_names, tta=args.tta,
-                   model_path=model_path, data_fingerprint=data.fingerprint)
+        report_run(
+            out,
+            data.x_test[:limit],
+            data.y_test[:limit],
+            data.class_names,
+            tta=args.tta,
+            model_path=model_path,
+            data_fingerprint=data.fingerprint,
+        )
     print(f"wrote {out / RunDir.METRICS} and {out / 'confusion_matrix.png'}")
 
 

@@ -14,13 +14,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m keras_cifar.predict", description=__doc__)
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP) or folders of them")
     parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
-    parser.add_argument("--format", default=None, choices=list(FORMATS),
-                        help="which exported file to run (default: tflite-float32 if present, else savedmodel)")
+    parser.add_argument(
+        "--format",
+        default=None,
+        choices=list(FORMATS),
+        help="which exported file to run (default: tflite-float32 if present, else savedmodel)",
+    )
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
-    parser.add_argument("--max-file-mb", type=float, default=None,
-                        help="skip (as failed) files larger than this without reading them (default 65: any image "
-                             "within the 4096x4096-pixel limit fits, even uncompressed)")
+    parser.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=None,
+        help="skip (as failed) files larger than this without reading them (default 65: any image "
+        "within the 4096x4096-pixel limit fits, even uncompressed)",
+    )
     return parser.parse_args(argv)
 
 
@@ -31,8 +39,9 @@ def read_file(path, max_bytes: int) -> bytes:
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise ImageError(f"{path}: the file is {size:,} bytes, more than the {max_bytes:,} accepted "
-                             "(--max-file-mb)")
+            raise ImageError(
+                f"{path}: the file is {size:,} bytes, more than the {max_bytes:,} accepted (--max-file-mb)"
+            )
         with open(path, "rb") as file:
             data = file.read(max_bytes + 1)
     except OSError as exc:
@@ -65,8 +74,12 @@ def main(argv=None) -> int:
             failures += 1
             print(json.dumps({"file": str(path), "error": str(exc)}) if args.json else f"error: {exc}", file=sys.stderr)
             continue
-        row = {"file": str(path), "width": size[0], "height": size[1],
-               "top_k": top_k(predictor.predict(image[None])[0], labels, min(args.top_k, len(labels)))}
+        row = {
+            "file": str(path),
+            "width": size[0],
+            "height": size[1],
+            "top_k": top_k(predictor.predict(image[None])[0], labels, min(args.top_k, len(labels))),
+        }
         classified += 1
         if args.json:
             print(json.dumps(row), flush=True)
@@ -74,8 +87,11 @@ def main(argv=None) -> int:
             guesses = "  ".join(f"{g['label']} {g['probability']:.1%}" for g in row["top_k"])
             print(f"{row['file']} ({row['width']}x{row['height']}): {guesses}", flush=True)
     if not args.json:
-        print(f"{classified} image(s) classified by {metadata['architecture']} ({fmt}), resized to 32x32 "
-              f"(centre square, Lanczos){f'; {failures} failed' if failures else ''}", file=sys.stderr)
+        print(
+            f"{classified} image(s) classified by {metadata['architecture']} ({fmt}), resized to 32x32 "
+            f"(centre square, Lanczos){f'; {failures} failed' if failures else ''}",
+            file=sys.stderr,
+        )
     return 1 if failures else 0
 
 

@@ -138,14 +138,16 @@ def folder_lock(folder, what: str):
     holds it. The kernel drops the lock when its process dies, so a killed run never leaves a stale lock."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".lock", "a+")
+    handle = open(folder / ".lock", "a+")  # noqa: SIM115 (held until the block ends)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
-            raise RunLockedError(f"{folder} is in use by {holder}; wait for it to end or choose another folder") from None
+            raise RunLockedError(
+                f"{folder} is in use by {holder}; wait for it to end or choose another folder"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} ({what})\n")
@@ -194,8 +196,9 @@ class RunRecord:
     @classmethod
     def from_dict(cls, payload: dict, where) -> RunRecord:
         try:
-            return cls(**{f.name: payload.get(f.name, {} if f.name != "recipe" else None)
-                          for f in dataclasses.fields(cls)})
+            return cls(
+                **{f.name: payload.get(f.name, {} if f.name != "recipe" else None) for f in dataclasses.fields(cls)}
+            )
         except TypeError as exc:
             raise CheckpointError(f"{where} is not a run's config.json ({exc})") from None
 
@@ -207,7 +210,13 @@ class RunDir:
     """A run directory's files, typed; it need not exist yet."""
 
     CONFIG, METRICS, HISTORY, MODEL, TIMING, BACKUP = (
-        "config.json", "metrics.json", "history.csv", "model.keras", "timing.json", "backup")
+        "config.json",
+        "metrics.json",
+        "history.csv",
+        "model.keras",
+        "timing.json",
+        "backup",
+    )
 
     def __init__(self, path):
         self.path = Path(path)
@@ -237,7 +246,7 @@ class RunDir:
         if payload is None:
             return None
         if not isinstance(payload.get("config"), dict):
-            raise CheckpointError(f"{self.path / self.CONFIG} is not a run's config.json (no \"config\" settings)")
+            raise CheckpointError(f'{self.path / self.CONFIG} is not a run\'s config.json (no "config" settings)')
         return RunRecord.from_dict(payload, self.path / self.CONFIG)
 
     def require_record(self) -> RunRecord:
@@ -303,8 +312,10 @@ def read_history(history_csv) -> dict[str, list[float]]:
     if not rows:
         raise KerasCifarError(f"Training log {history_csv} has no epochs in it; was training interrupted?")
     try:
-        return {column: [math.nan if row[column] in ("", "NA") else float(row[column]) for row in rows]
-                for column in rows[0]}
+        return {
+            column: [math.nan if row[column] in ("", "NA") else float(row[column]) for row in rows]
+            for column in rows[0]
+        }
     except (TypeError, ValueError) as error:
         raise KerasCifarError(f"Training log {history_csv} is not a Keras CSVLogger file: {error}") from error
 
@@ -324,4 +335,3 @@ def find_runs(paths) -> list[RunDir]:
         else:
             raise CheckpointError(f"{path}: not a finished run directory (no {RunDir.METRICS}) nor a folder of them")
     return found
-

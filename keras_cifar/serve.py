@@ -13,21 +13,43 @@ from keras_cifar.export.formats import FORMATS
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m keras_cifar.serve", description=__doc__)
     parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
-    parser.add_argument("--format", default=None, choices=list(FORMATS),
-                        help="which exported file to serve (default: tflite-float32 if present, else savedmodel)")
-    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default loopback)")
+    parser.add_argument(
+        "--format",
+        default=None,
+        choices=list(FORMATS),
+        help="which exported file to serve (default: tflite-float32 if present, else savedmodel)",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default loopback)"
+    )
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--max-upload-mb", type=float, default=5.0, help="largest accepted image file (default 5 MB)")
     parser.add_argument("--max-batch", type=int, default=32, help="most images per request (default 32)")
-    parser.add_argument("--batch-window-ms", type=float, default=0.0,
-                        help="wait this long for concurrent requests to share one model call (default 0: off; it "
-                             "pays only when the model, not HTTP and image decoding, is the bottleneck)")
-    parser.add_argument("--decode-workers", type=int, default=None,
-                        help="threads decoding images and parsing JSON at once (default: the cores, at most 4)")
-    parser.add_argument("--max-in-flight", type=int, default=32,
-                        help="API requests received or answered at once; more get 503 (default 32)")
-    parser.add_argument("--max-connections", type=int, default=128,
-                        help="open connections at once; more get 503 from uvicorn (default 128)")
+    parser.add_argument(
+        "--batch-window-ms",
+        type=float,
+        default=0.0,
+        help="wait this long for concurrent requests to share one model call (default 0: off; it "
+        "pays only when the model, not HTTP and image decoding, is the bottleneck)",
+    )
+    parser.add_argument(
+        "--decode-workers",
+        type=int,
+        default=None,
+        help="threads decoding images and parsing JSON at once (default: the cores, at most 4)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=32,
+        help="API requests received or answered at once; more get 503 (default 32)",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=128,
+        help="open connections at once; more get 503 from uvicorn (default 128)",
+    )
     return parser.parse_args(argv)
 
 
@@ -61,8 +83,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror}); is another server using it? "
-                          "Choose another --port") from None
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror}); is another server using it? Choose another --port"
+        ) from None
     return sock
 
 
@@ -73,9 +96,15 @@ def main(argv=None) -> None:
 
     from keras_cifar.serving.app import DEFAULT_DECODE_WORKERS, create_app
 
-    app = create_app(args.model, args.format, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                     max_batch=args.max_batch, batch_window_ms=args.batch_window_ms,
-                     decode_workers=args.decode_workers or DEFAULT_DECODE_WORKERS, max_in_flight=args.max_in_flight)
+    app = create_app(
+        args.model,
+        args.format,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_batch=args.max_batch,
+        batch_window_ms=args.batch_window_ms,
+        decode_workers=args.decode_workers or DEFAULT_DECODE_WORKERS,
+        max_in_flight=args.max_in_flight,
+    )
     sock = listening_socket(args.host, args.port)
     port = sock.getsockname()[1]
     host = f"[{args.host}]" if ":" in args.host else args.host

@@ -16,11 +16,15 @@ from keras_cifar import cli
 
 
 def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.suite", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--archs", required=True,
-                        help="comma-separated architectures (see --list-archs of train) or groups: classic (the seven "
-                             "classic nets), fast (airbench, resnet9)")
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_cifar.suite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--archs",
+        required=True,
+        help="comma-separated architectures (see --list-archs of train) or groups: classic (the seven "
+        "classic nets), fast (airbench, resnet9)",
+    )
     parser.add_argument("--seeds", type=int, default=1, help="seeds per architecture: 0, 1, ... (default 1)")
     parser.add_argument("--out", type=Path, required=True, help="suite folder: runs/ and report/ go inside")
     parser.add_argument("--note", default=None, help="a line for the report (e.g. what budget and width)")
@@ -47,16 +51,25 @@ def main(argv=None) -> None:
     for arch in archs:
         for seed in range(args.seeds):
             run_dir = args.out / "runs" / f"{arch}-s{seed}"
-            plan.append((run_dir, resolve_config(parse_train_args(
-                ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]))))
+            plan.append(
+                (
+                    run_dir,
+                    resolve_config(
+                        parse_train_args(["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags])
+                    ),
+                )
+            )
     for number, (run_dir, config) in enumerate(plan, start=1):
         if RunDir(run_dir).is_finished():
             print(f"[{number}/{len(plan)}] {run_dir.name}: finished earlier, kept", flush=True)
             continue
         print(f"[{number}/{len(plan)}] {run_dir.name}", flush=True)
         train(config)
-    report = build_report([run_dir for run_dir, _ in plan], args.out / "report",
-                          note=args.note or f"`python -m keras_cifar.suite {' '.join(argv or sys.argv[1:])}`")
+    report = build_report(
+        [run_dir for run_dir, _ in plan],
+        args.out / "report",
+        note=args.note or f"`python -m keras_cifar.suite {' '.join(argv or sys.argv[1:])}`",
+    )
     print(f"wrote {report / 'report.md'} and {report / 'report.html'}")
 
 

@@ -44,9 +44,29 @@ def trained_run(cifar_dir, tmp_path_factory) -> Path:
     from keras_cifar import train
 
     run_dir = tmp_path_factory.mktemp("trained") / "airbench-tiny"
-    train.main(["--arch", "airbench", "--width-multiplier", "0.25", "--epochs", "2", "--batch-size", "128",
-                "--train-limit", "512", "--val-limit", "128", "--test-limit", "200", "--no-tensorboard",
-                "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    train.main(
+        [
+            "--arch",
+            "airbench",
+            "--width-multiplier",
+            "0.25",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--train-limit",
+            "512",
+            "--val-limit",
+            "128",
+            "--test-limit",
+            "200",
+            "--no-tensorboard",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
     return run_dir
 
 

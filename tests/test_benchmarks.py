@@ -11,10 +11,32 @@ REPO = Path(__file__).resolve().parents[1]
 def test_time_to_accuracy_writes_a_curve_with_every_epoch(cifar_dir, tmp_path):
     run_dir = tmp_path / "tta"
     result = subprocess.run(
-        [sys.executable, "benchmarks/time_to_accuracy.py", "--recipe", "fast", "--width-multiplier", "0.125",
-         "--epochs", "2", "--batch-size", "128", "--train-limit", "512", "--test-limit", "200", "--no-tensorboard",
-         "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)],
-        cwd=REPO, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            "benchmarks/time_to_accuracy.py",
+            "--recipe",
+            "fast",
+            "--width-multiplier",
+            "0.125",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "128",
+            "--train-limit",
+            "512",
+            "--test-limit",
+            "200",
+            "--no-tensorboard",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     timing = json.loads((run_dir / "timing.json").read_text())
     assert [e["epoch"] for e in timing["epochs"]] == [1, 2]

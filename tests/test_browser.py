@@ -30,8 +30,13 @@ def server(exported):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "keras_cifar.serve", "--model", str(exported), "--port", str(port)],
-                               cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_cifar.serve", "--model", str(exported), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
@@ -50,8 +55,9 @@ def page(server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
         page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone-sized window
         page.goto(server)
         page.wait_for_selector("#model-info[data-state=ready]")
@@ -62,8 +68,9 @@ def page(server):
 def test_uploading_an_image_shows_the_api_label(page, server, cifar, tmp_path):
     picture = tmp_path / "photo.jpg"
     Image.fromarray(cifar.x_test[3]).resize((200, 150)).save(picture, quality=90)
-    expected = httpx.post(f"{server}/v1/predict", files=[("files", ("photo.jpg", picture.read_bytes(), "image/jpeg"))]
-                          ).json()["predictions"][0]["top_k"][0]["label"]
+    expected = httpx.post(
+        f"{server}/v1/predict", files=[("files", ("photo.jpg", picture.read_bytes(), "image/jpeg"))]
+    ).json()["predictions"][0]["top_k"][0]["label"]
     page.set_input_files("#file-input", str(picture))
     card = page.wait_for_selector("[data-testid=result][data-status=done]")
     assert card.query_selector(".top1-label").inner_text() == expected

@@ -14,8 +14,23 @@ from keras_cifar.models import build_model
 from keras_cifar.models.flops import flops_per_image
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--width-multiplier", "0.125", "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
-        "--val-limit", "128", "--test-limit", "200", "--no-tensorboard", "--verbose", "0"]
+TINY = [
+    "--width-multiplier",
+    "0.125",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "256",
+    "--val-limit",
+    "128",
+    "--test-limit",
+    "200",
+    "--no-tensorboard",
+    "--verbose",
+    "0",
+]
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +44,20 @@ def test_suite_trains_every_arch_and_seed_and_reports(suite_dir):
     runs = sorted(p.name for p in (suite_dir / "runs").iterdir())
     assert runs == ["airbench-s0", "airbench-s1", "resnet18-s0", "resnet18-s1"]
     report = (suite_dir / "report" / "report.md").read_text()
-    for heading in ("test acc %", "macro F1", "GFLOPs/img", "CPU latency ms", "Best under each criterion",
-                    "Seeds: is a difference real?", "Every run", "Validation curves", "Per-class F1",
-                    "Confusion matrices", "Accuracy against size and latency", "Most-confused class pairs"):
+    for heading in (
+        "test acc %",
+        "macro F1",
+        "GFLOPs/img",
+        "CPU latency ms",
+        "Best under each criterion",
+        "Seeds: is a difference real?",
+        "Every run",
+        "Validation curves",
+        "Per-class F1",
+        "Confusion matrices",
+        "Accuracy against size and latency",
+        "Most-confused class pairs",
+    ):
         assert heading in report, heading
     assert "| resnet18 | 2 |" in report and " ± " in report  # two seeds -> one row with a spread
     assert "Welch t-test" in report
@@ -44,8 +70,20 @@ def test_different_test_sets_are_never_mixed(suite_dir, cifar_dir, tmp_path, cap
     from keras_cifar import train
 
     at = TINY.index("--test-limit")
-    train.main(["--arch", "resnet18", *TINY[:at], *TINY[at + 2:], "--test-limit", "100", "--data-dir", str(cifar_dir),
-                "--run-dir", str(other)])
+    train.main(
+        [
+            "--arch",
+            "resnet18",
+            *TINY[:at],
+            *TINY[at + 2 :],
+            "--test-limit",
+            "100",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(other),
+        ]
+    )
     out = tmp_path / "report"
     assert cli.run(compare.main, [str(suite_dir / "runs"), str(other), "--out", str(out)]) == 0
     report = (out / "report.md").read_text()
@@ -93,8 +131,22 @@ def test_flops_match_a_hand_count():
 
 def test_a_killed_suite_continues_and_keeps_finished_runs(cifar_dir, tmp_path):
     out = tmp_path / "suite"
-    command = [sys.executable, "-m", "keras_cifar.suite", "--archs", "resnet18", "--seeds", "2", "--out", str(out),
-               *TINY, "--epochs", "3", "--data-dir", str(cifar_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_cifar.suite",
+        "--archs",
+        "resnet18",
+        "--seeds",
+        "2",
+        "--out",
+        str(out),
+        *TINY,
+        "--epochs",
+        "3",
+        "--data-dir",
+        str(cifar_dir),
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = out / "runs" / "resnet18-s0" / "metrics.json"
     second_history = out / "runs" / "resnet18-s1" / "history.csv"

@@ -18,8 +18,25 @@ from keras_cifar.training import distribute
 
 REPO = Path(__file__).resolve().parents[1]
 # 128 images in global batches of 64: 2 steps per epoch, each worker's replica taking 32 images of a batch.
-TINY = ["--arch", "resnet18", "--width-multiplier", "0.125", "--epochs", "2", "--batch-size", "64",
-        "--train-limit", "128", "--val-limit", "64", "--test-limit", "64", "--no-tensorboard", "--precision", "float32"]
+TINY = [
+    "--arch",
+    "resnet18",
+    "--width-multiplier",
+    "0.125",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "128",
+    "--val-limit",
+    "64",
+    "--test-limit",
+    "64",
+    "--no-tensorboard",
+    "--precision",
+    "float32",
+]
 SUMMARY = re.compile(r"worker (\d) \((chief|worker)\): (\d+) training steps; weights checksum ([\d.]+)")
 
 
@@ -45,11 +62,29 @@ def two_workers(cifar_dir, tmp_path_factory):
     scratch.mkdir()
     run_dir = root / "run"
     addresses = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    command = [sys.executable, "-m", "keras_cifar.train", *TINY, "--strategy", "multiworker",
-               "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)]
-    workers = [subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, "TF_CONFIG": tf_config(addresses, index), "TMPDIR": str(scratch)})
-               for index in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_cifar.train",
+        *TINY,
+        "--strategy",
+        "multiworker",
+        "--data-dir",
+        str(cifar_dir),
+        "--run-dir",
+        str(run_dir),
+    ]
+    workers = [
+        subprocess.Popen(
+            command,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TF_CONFIG": tf_config(addresses, index), "TMPDIR": str(scratch)},
+        )
+        for index in range(2)
+    ]
     try:
         outputs = [worker.communicate(timeout=300) for worker in workers]
     finally:
@@ -76,10 +111,23 @@ def test_two_workers_step_together(two_workers):
 def test_only_the_chief_writes_a_whole_run_directory(two_workers):
     run_dir, scratch, results = two_workers
     assert sorted(p.name for p in run_dir.iterdir()) == [
-        ".lock", "config.json", "confusion_matrix.png", "history.csv", "metrics.json", "model.keras", "training_curves.png"]
+        ".lock",
+        "config.json",
+        "confusion_matrix.png",
+        "history.csv",
+        "metrics.json",
+        "model.keras",
+        "training_curves.png",
+    ]
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
-    assert runtime["distribution"] == {"strategy": "multiworker", "replicas": 2, "workers": 2, "worker_index": 0,
-                                       "role": "chief", "per_replica_batch": 32}
+    assert runtime["distribution"] == {
+        "strategy": "multiworker",
+        "replicas": 2,
+        "workers": 2,
+        "worker_index": 0,
+        "role": "chief",
+        "per_replica_batch": 32,
+    }
     with (run_dir / "history.csv").open() as f:
         assert [int(row["epoch"]) for row in csv.DictReader(f)] == [0, 1]
     assert json.loads((run_dir / "metrics.json").read_text())["num_test_images"] == 64
@@ -92,9 +140,25 @@ def test_mirrored_strategy_on_one_cpu_with_the_fast_net_tricks(cifar_dir, tmp_pa
     """MirroredStrategy with its single CPU replica, with Lookahead, alternating flip and the whitening-bias
     freeze (which re-traces the train step) all running inside it."""
     run_dir = tmp_path / "mirrored"
-    train.main(["--arch", "airbench", "--width-multiplier", "0.25", *TINY[4:], "--strategy", "mirrored",
-                "--lookahead", "--alternating-flip", "--whiten-bias-epochs", "1",
-                "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    train.main(
+        [
+            "--arch",
+            "airbench",
+            "--width-multiplier",
+            "0.25",
+            *TINY[4:],
+            "--strategy",
+            "mirrored",
+            "--lookahead",
+            "--alternating-flip",
+            "--whiten-bias-epochs",
+            "1",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert runtime["distribution"]["replicas"] == 1 and runtime["distribution"]["per_replica_batch"] == 64
     assert json.loads((run_dir / "metrics.json").read_text())["training"]["epochs_run"] == 2
@@ -104,10 +168,27 @@ def test_mirrored_strategy_on_one_cpu_with_the_fast_net_tricks(cifar_dir, tmp_pa
 def test_jax_data_parallel_over_two_cpu_devices(cifar_dir, tmp_path):
     """Under JAX, `mirrored` is keras.distribution.DataParallel; XLA is asked for two CPU devices."""
     run_dir = tmp_path / "jax"
-    result = subprocess.run([sys.executable, "-m", "keras_cifar.train", *TINY, "--epochs", "1", "--strategy", "mirrored",
-                             "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)], cwd=REPO, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "KERAS_BACKEND": "jax",
-                                                         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "keras_cifar.train",
+            *TINY,
+            "--epochs",
+            "1",
+            "--strategy",
+            "mirrored",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "jax", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 replicas of 32 images" in result.stdout
     assert SUMMARY.search(result.stdout).group(3) == "2"
@@ -115,14 +196,20 @@ def test_jax_data_parallel_over_two_cpu_devices(cifar_dir, tmp_path):
     assert (run_dir / "metrics.json").is_file()
 
 
-@pytest.mark.parametrize("value, message", [
-    (None, "TF_CONFIG environment variable, which is not set"),
-    ("{cluster", "TF_CONFIG is not valid JSON"),
-    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "list of host:port addresses"),
-    ('{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}', "only 'worker' jobs"),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "from 0 to 1"),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}}', "task"),
-])
+@pytest.mark.parametrize(
+    "value, message",
+    [
+        (None, "TF_CONFIG environment variable, which is not set"),
+        ("{cluster", "TF_CONFIG is not valid JSON"),
+        ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "list of host:port addresses"),
+        (
+            '{"cluster": {"worker": ["a:1"], "ps": ["b:2"]}, "task": {"type": "worker", "index": 0}}',
+            "only 'worker' jobs",
+        ),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}', "from 0 to 1"),
+        ('{"cluster": {"worker": ["a:1", "b:2"]}}', "task"),
+    ],
+)
 def test_a_bad_tf_config_is_named(monkeypatch, value, message):
     if value is None:
         monkeypatch.delenv("TF_CONFIG", raising=False)
@@ -136,7 +223,9 @@ def test_multiworker_without_tf_config_is_one_line(monkeypatch, tmp_path, capsys
     monkeypatch.delenv("TF_CONFIG", raising=False)
     assert cli.run(train.main, [*TINY, "--strategy", "multiworker", "--run-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --strategy multiworker reads the cluster from the TF_CONFIG") and "Traceback" not in err
+    assert (
+        err.startswith("error: --strategy multiworker reads the cluster from the TF_CONFIG") and "Traceback" not in err
+    )
 
 
 def test_the_global_batch_must_split_evenly():
@@ -145,10 +234,13 @@ def test_the_global_batch_must_split_evenly():
         distribute.Distribution("mirrored", replicas=3).per_replica_batch(128)
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({}, "needs --run-dir"),
-    ({"run_dir": "r", "time_budget": 5.0}, "--time-budget cannot be used"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({}, "needs --run-dir"),
+        ({"run_dir": "r", "time_budget": 5.0}, "--time-budget cannot be used"),
+    ],
+)
 def test_multiworker_settings_that_workers_could_not_agree_on(settings, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         TrainConfig(strategy="multiworker", **settings).validate()

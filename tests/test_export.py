@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from keras_cifar import cli, predict
-from keras_cifar.export import FORMATS, load_predictor
-from keras_cifar.export.__main__ import main as export_main
 from keras_cifar.errors import CheckpointError
 from keras_cifar.evaluation.report import load_model_file
+from keras_cifar.export import FORMATS, load_predictor
+from keras_cifar.export.__main__ import main as export_main
 from keras_cifar.export.convert import float32_copy
 
 
@@ -86,8 +86,13 @@ def test_predict_classifies_files_of_any_size_and_mode(exported, cifar, tmp_path
     folder = write_images(tmp_path / "pictures", cifar)
     assert cli.run(predict.main, [str(folder), "--model", str(exported), "--top-k", "3", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert {r["file"].rsplit("/", 1)[1] for r in rows} == {"big.jpg", "palette.png", "alpha.png", "gray.png",
-                                                            "photo.webp"}
+    assert {r["file"].rsplit("/", 1)[1] for r in rows} == {
+        "big.jpg",
+        "palette.png",
+        "alpha.png",
+        "gray.png",
+        "photo.webp",
+    }
     for row in rows:
         assert len(row["top_k"]) == 3 and row["top_k"][0]["label"] in cifar.class_names
         probabilities = [g["probability"] for g in row["top_k"]]

@@ -96,8 +96,9 @@ def one_step(optimizer_name):
     x = keras.layers.BatchNormalization(name="bn")(x)
     outputs = keras.layers.Dense(4, use_bias=False, name="dense")(keras.layers.Flatten()(x))
     model = keras.Model(inputs, outputs)
-    config = TrainConfig(optimizer=optimizer_name, lr=0.05, momentum=0.8, weight_decay=1e-3, bias_lr_scale=8.0,
-                         muon_lr=0.2)
+    config = TrainConfig(
+        optimizer=optimizer_name, lr=0.05, momentum=0.8, weight_decay=1e-3, bias_lr_scale=8.0, muon_lr=0.2
+    )
     model.compile(build_optimizer(config, lr=config.lr), "mse")
     before = {v.path: v.numpy().copy() for v in model.trainable_variables}
     rng = np.random.default_rng(0)
@@ -115,15 +116,16 @@ def test_muon_orthogonalises_filter_updates_and_leaves_the_rest_to_sgd():
     assert singular.min() > 0.4 and singular.max() < 1.6
     _, sgd_before, sgd_after = one_step("sgd")
     for path in ("dense/kernel", "bn/beta", "bn/gamma"):  # SGD's update (shift scale, weight decay) unchanged
-        np.testing.assert_allclose(after[path] - before[path], sgd_after[path] - sgd_before[path], rtol=1e-4,
-                                   atol=1e-7)
+        np.testing.assert_allclose(after[path] - before[path], sgd_after[path] - sgd_before[path], rtol=1e-4, atol=1e-7)
     assert not np.allclose(sgd_after["conv/kernel"] - sgd_before["conv/kernel"], after["conv/kernel"] - kernel)
 
 
 def test_flip_translate_tta_averages_six_views():
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Flatten()(inputs)
-    outputs = keras.layers.Dense(10, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.01, seed=1))(x)
+    outputs = keras.layers.Dense(
+        10, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(0, 0.01, seed=1)
+    )(x)
     model = keras.Model(inputs, outputs)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
 

@@ -2,12 +2,24 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-LIGHT_MODULES = ("keras_cifar.config", "keras_cifar.run", "keras_cifar.export.formats", "keras_cifar.export.runtime",
-                 "keras_cifar.predict", "keras_cifar.serve", "keras_cifar.train", "keras_cifar.evaluate",
-                 "keras_cifar.compare", "keras_cifar.suite", "keras_cifar.export.__main__", "tuning.search")
+LIGHT_MODULES = (
+    "keras_cifar.config",
+    "keras_cifar.run",
+    "keras_cifar.export.formats",
+    "keras_cifar.export.runtime",
+    "keras_cifar.predict",
+    "keras_cifar.serve",
+    "keras_cifar.train",
+    "keras_cifar.evaluate",
+    "keras_cifar.compare",
+    "keras_cifar.suite",
+    "keras_cifar.export.__main__",
+    "tuning.search",
+)
 
 
 def heavy_modules_after(code: str) -> list[str]:
@@ -21,16 +33,20 @@ def test_light_modules_import_no_framework(module):
     assert heavy_modules_after(f"import {module}") == []
 
 
-@pytest.mark.parametrize("entry", ("keras_cifar.train", "keras_cifar.predict", "keras_cifar.serve", "keras_cifar.export"))
+@pytest.mark.parametrize(
+    "entry", ("keras_cifar.train", "keras_cifar.predict", "keras_cifar.serve", "keras_cifar.export")
+)
 def test_help_loads_no_framework(entry):
-    code = (f"import contextlib, io, runpy, sys\nsys.argv = ['{entry}', '--help']\n"
-            f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        runpy.run_module('{entry}', "
-            "run_name='__main__')\n    except SystemExit:\n        pass")
+    code = (
+        f"import contextlib, io, runpy, sys\nsys.argv = ['{entry}', '--help']\n"
+        f"with contextlib.redirect_stdout(io.StringIO()):\n    try:\n        runpy.run_module('{entry}', "
+        "run_name='__main__')\n    except SystemExit:\n        pass"
+    )
     assert heavy_modules_after(code) == []
 
 
 def test_the_run_contract_imports_nothing_of_the_package_but_errors():
-    source = open("keras_cifar/run.py").read()
+    source = Path("keras_cifar/run.py").read_text()
     imports = [line for line in source.splitlines() if line.startswith(("from keras_cifar", "import keras_cifar"))]
     assert imports == ["from keras_cifar.errors import CheckpointError, KerasCifarError"]
 
@@ -38,7 +54,16 @@ def test_the_run_contract_imports_nothing_of_the_package_but_errors():
 def test_no_module_imports_an_entry_point():
     """Entry points (`python -m` modules) sit on top: logic lives in the packages, so nothing imports them."""
     entry_points = ("train", "evaluate", "compare", "suite", "predict", "serve")
-    found = subprocess.run(["grep", "-rnE", rf"from keras_cifar\.({'|'.join(entry_points)}) import|"
-                            rf"import keras_cifar\.({'|'.join(entry_points)})\b", "keras_cifar", "tuning"],
-                           capture_output=True, text=True).stdout
+    found = subprocess.run(
+        [
+            "grep",
+            "-rnE",
+            rf"from keras_cifar\.({'|'.join(entry_points)}) import|"
+            rf"import keras_cifar\.({'|'.join(entry_points)})\b",
+            "keras_cifar",
+            "tuning",
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
     assert found == ""

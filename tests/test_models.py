@@ -126,7 +126,9 @@ def test_googlenet_alias_builds_the_inception_architecture():
     assert canonical_name("googlenet") == canonical_name("GoogLeNet ") == "inception"
     alias, original = build_model("googlenet", 0.25), build_model("inception", 0.25)
     assert alias.name == original.name == "inception"
-    assert [(l.name, type(l)) for l in alias.layers] == [(l.name, type(l)) for l in original.layers]
+    assert [(layer.name, type(layer)) for layer in alias.layers] == [
+        (layer.name, type(layer)) for layer in original.layers
+    ]
     assert [w.shape for w in alias.weights] == [w.shape for w in original.weights]
 
 
@@ -175,9 +177,7 @@ def test_unknown_family_option_names_the_options_that_exist():
         build_model("vgg16", width_multiplier=0.125, zero_init_residual=False)
 
 
-@pytest.mark.parametrize(
-    "name, last_bn", [("resnet18", "stage2_block1_2_bn"), ("resnet50", "stage2_block1_3_bn")]
-)
+@pytest.mark.parametrize("name, last_bn", [("resnet18", "stage2_block1_2_bn"), ("resnet50", "stage2_block1_3_bn")])
 def test_zero_init_residual_zeroes_only_the_last_bn_of_each_branch(name, last_bn):
     default = build_model(name, width_multiplier=0.125)
     assert np.all(default.get_layer(last_bn).gamma.numpy() == 0)
@@ -189,12 +189,12 @@ def test_zero_init_residual_zeroes_only_the_last_bn_of_each_branch(name, last_bn
 
 def test_bn_momentum_and_dropout_reach_the_layers():
     default = build_model("inception", width_multiplier=0.125)
-    batch_norms = [l for l in default.layers if isinstance(l, keras.layers.BatchNormalization)]
-    assert batch_norms and all(l.momentum == 0.9 and l.epsilon == 1e-5 for l in batch_norms)
-    assert not any(isinstance(l, keras.layers.Dropout) for l in default.layers)
+    batch_norms = [layer for layer in default.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert batch_norms and all(layer.momentum == 0.9 and layer.epsilon == 1e-5 for layer in batch_norms)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in default.layers)
 
     custom = build_model("vgg16", width_multiplier=0.125, bn_momentum=0.99, dropout=0.3)
-    assert all(l.momentum == 0.99 for l in custom.layers if isinstance(l, keras.layers.BatchNormalization))
+    assert all(layer.momentum == 0.99 for layer in custom.layers if isinstance(layer, keras.layers.BatchNormalization))
     assert custom.get_layer("head_dropout").rate == 0.3
 
 

@@ -1,5 +1,6 @@
 """The run contract: roles of settings, atomic writes, the run lock, and which run directories train may write."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,7 +24,7 @@ def test_every_setting_has_one_role_and_the_lists_follow_from_it():
 
 
 def test_config_is_frozen():
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         TrainConfig().lr = 1.0
 
 
@@ -45,18 +46,25 @@ def test_a_torn_json_file_is_a_clear_error(tmp_path):
 
 
 def test_a_second_process_is_refused_and_a_dead_holder_frees_the_lock(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", f"""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 from keras_cifar.run import folder_lock
 import sys, time
 with folder_lock({str(tmp_path)!r}, "train"):
     print("locked", flush=True)
     time.sleep(60)
-"""], stdout=subprocess.PIPE, text=True)
+""",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(RunLockedError, match=rf"pid {holder.pid} \(train\)"):
-            with folder_lock(tmp_path, "train"):
-                pass
+        with pytest.raises(RunLockedError, match=rf"pid {holder.pid} \(train\)"), folder_lock(tmp_path, "train"):
+            pass
     finally:
         holder.kill()
         holder.wait()

@@ -54,8 +54,11 @@ def test_tf_serving_rest_format_matches_the_upload_endpoint(client, cifar):
 
 
 def test_tf_serving_status_and_metadata_are_exactly_its_responses(client):
-    status = {"model_version_status": [{"version": "1", "state": "AVAILABLE",
-                                        "status": {"error_code": "OK", "error_message": ""}}]}
+    status = {
+        "model_version_status": [
+            {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
     assert client.get("/v1/models/cifar10").json() == status
     assert client.get("/v1/models/cifar10/versions/1").json() == status
     metadata = client.get("/v1/models/cifar10/metadata").json()
@@ -95,7 +98,7 @@ def bad_requests(cifar):
     return [
         ("text file", dict(files=[("files", ("a.png", b"hello", "image/png"))]), 422),
         ("zero bytes", dict(files=[("files", ("a.png", b"", "image/png"))]), 422),
-        ("truncated png", dict(files=[("files", ("a.png", good[:len(good) // 2], "image/png"))]), 422),
+        ("truncated png", dict(files=[("files", ("a.png", good[: len(good) // 2], "image/png"))]), 422),
         ("html", dict(files=[("files", ("a.jpg", b"<html></html>", "image/jpeg"))]), 422),
         ("too large", dict(files=[("files", ("a.png", b"\x89PNG" + bytes(300_000), "image/png"))]), 413),
         ("too many", dict(files=[("files", (f"{i}.png", good, "image/png")) for i in range(5)]), 413),
@@ -109,7 +112,11 @@ def bad_requests(cifar):
         ("strings", dict(url="/v1/models/cifar10:predict", json={"instances": [[["a"] * 3] * 32] * 32}), 400),
         ("out of range", dict(url="/v1/models/cifar10:predict", json={"instances": [[[[300, 0, 0]] * 32] * 32]}), 400),
         ("empty", dict(url="/v1/models/cifar10:predict", json={"instances": []}), 400),
-        ("bad signature", dict(url="/v1/models/cifar10:predict", json={"signature_name": "x", "instances": [image]}), 400),
+        (
+            "bad signature",
+            dict(url="/v1/models/cifar10:predict", json={"signature_name": "x", "instances": [image]}),
+            400,
+        ),
         ("too many instances", dict(url="/v1/models/cifar10:predict", json={"instances": [image] * 5}), 413),
         ("unknown sample", dict(method="GET", url="/samples/../../etc/passwd"), 404),
         ("unknown path", dict(method="GET", url="/v1/nothing"), 404),
@@ -131,8 +138,10 @@ def test_malformed_requests_get_4xx_json_and_the_server_keeps_serving(client, ci
 
 
 def test_a_bad_file_names_itself(client, cifar):
-    files = [("files", ("good.png", png_bytes(cifar.x_test[0]), "image/png")),
-             ("files", ("bad.png", b"nonsense", "image/png"))]
+    files = [
+        ("files", ("good.png", png_bytes(cifar.x_test[0]), "image/png")),
+        ("files", ("bad.png", b"nonsense", "image/png")),
+    ]
     error = client.post("/v1/predict", files=files).json()["error"]
     assert error["filename"] == "bad.png" and "not an image" in error["message"]
 
@@ -140,8 +149,9 @@ def test_a_bad_file_names_itself(client, cifar):
 def test_an_oversized_request_is_refused_before_it_is_read(exported):
     app = create_app(exported, max_upload_bytes=1000, max_batch=1)
     with TestClient(app) as client:
-        response = client.post("/v1/predict", content=b"x" * 200_000,
-                               headers={"content-type": "multipart/form-data; boundary=b"})
+        response = client.post(
+            "/v1/predict", content=b"x" * 200_000, headers={"content-type": "multipart/form-data; boundary=b"}
+        )
     assert response.status_code == 413 and "at most 1 images" in response.json()["error"]["message"]
 
 
@@ -151,10 +161,12 @@ def test_concurrent_requests_share_a_model_call(exported, cifar):
     with TestClient(create_app(exported, batch_window_ms=50)) as client:
         image = cifar.x_test[:1].tolist()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            responses = list(pool.map(lambda _: client.post("/v1/models/cifar10:predict", json={"instances": image}),
-                                      range(8)))
+            responses = list(
+                pool.map(lambda _: client.post("/v1/models/cifar10:predict", json={"instances": image}), range(8))
+            )
         assert all(r.status_code == 200 for r in responses)
         metrics = client.get("/metrics").text
-    calls = float(next(line.split()[-1] for line in metrics.splitlines()
-                       if line.startswith("keras_cifar_batch_size_count")))
+    calls = float(
+        next(line.split()[-1] for line in metrics.splitlines() if line.startswith("keras_cifar_batch_size_count"))
+    )
     assert calls < 8  # at least two requests were answered by one model call

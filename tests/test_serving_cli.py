@@ -58,9 +58,13 @@ def free_port() -> int:
 
 
 def start_serve(exported, port):
-    process = subprocess.Popen([sys.executable, "-m", "keras_cifar.serve", "--model", str(exported),
-                                "--port", str(port)], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keras_cifar.serve", "--model", str(exported), "--port", str(port)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         if process.poll() is not None:
@@ -82,8 +86,9 @@ def time_wait_connections(port: int) -> int:
             lines = Path(table).read_text().splitlines()[1:]
         except OSError:
             continue
-        count += sum(1 for line in lines if int(line.split()[1].rsplit(":", 1)[1], 16) == port
-                     and line.split()[3] == "06")
+        count += sum(
+            1 for line in lines if int(line.split()[1].rsplit(":", 1)[1], 16) == port and line.split()[3] == "06"
+        )
     return count
 
 

@@ -10,17 +10,32 @@ REPO = Path(__file__).resolve().parents[1]
 
 ACCEPTED = {"bomb jpeg 4096x4096 (accepted)", "bomb gif of 50,000 frames", "bomb 8 x png palette 4096x4096"}
 EXPECTED = {
-    "truncated multipart": 422, "chunked upload over the limit": 413, "chunked json over the limit": 413,
-    "content-length over the limit": 413, "json nested 100,000 deep": 400, "json 5,000-digit integer": 400,
-    "json strings as pixels": 400, "json booleans as pixels": 400, "json NaN pixels": 400, "not json": 400,
-    "text file as png": 422, "tiff (not advertised)": 422, "empty file": 422, "too many files": 413,
+    "truncated multipart": 422,
+    "chunked upload over the limit": 413,
+    "chunked json over the limit": 413,
+    "content-length over the limit": 413,
+    "json nested 100,000 deep": 400,
+    "json 5,000-digit integer": 400,
+    "json strings as pixels": 400,
+    "json booleans as pixels": 400,
+    "json NaN pixels": 400,
+    "not json": 400,
+    "text file as png": 422,
+    "tiff (not advertised)": 422,
+    "empty file": 422,
+    "too many files": 413,
 }
 
 
 def test_faults_and_bombs_get_4xx_while_healthz_stays_fast(exported, tmp_path):
     out = tmp_path / "faults.json"
-    run = subprocess.run([sys.executable, "benchmarks/serve_faults.py", "--export", str(exported), "--small",
-                          "--json", str(out)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "benchmarks/serve_faults.py", "--export", str(exported), "--small", "--json", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["five_xx"] == [] and result["overload_503"] == 0 and not result["five_xx_in_metrics"]

@@ -37,6 +37,7 @@ def reference(image) -> np.ndarray:
 @pytest.fixture
 def no_decoding(monkeypatch):
     """Fails the test if any image's pixels are decoded."""
+
     def refuse(self, *args, **kwargs):
         raise AssertionError(f"{self.size} image decoded")
 
@@ -50,9 +51,14 @@ def test_a_palette_png_bomb_is_refused_from_its_header_without_decoding(no_decod
         decode_image(bomb, "bomb.png")
 
 
-@pytest.mark.parametrize("data, name", [(lambda: jpeg_claiming(65500, 65500), "jpeg 65500"),
-                                        (lambda: jpeg_claiming(8000, 8000), "jpeg 8000"),
-                                        (lambda: webp_claiming(16383, 16383), "webp 16383")])
+@pytest.mark.parametrize(
+    "data, name",
+    [
+        (lambda: jpeg_claiming(65500, 65500), "jpeg 65500"),
+        (lambda: jpeg_claiming(8000, 8000), "jpeg 8000"),
+        (lambda: webp_claiming(16383, 16383), "webp 16383"),
+    ],
+)
 def test_huge_dimensions_in_a_header_are_refused_without_decoding(no_decoding, data, name):
     with pytest.raises(ImageError, match="pixels"):
         decode_image(data(), name)
@@ -61,7 +67,7 @@ def test_huge_dimensions_in_a_header_are_refused_without_decoding(no_decoding, d
 def test_the_largest_accepted_image_decodes_and_a_jpeg_is_decoded_at_reduced_scale(monkeypatch):
     from PIL import JpegImagePlugin
 
-    side = int(MAX_PIXELS ** 0.5)
+    side = int(MAX_PIXELS**0.5)
     array, size = decode_image(encode(Image.new("P", (side, side), 0), "PNG"))
     assert size == (side, side) and array.shape == (32, 32, 3)
     decoded_sizes = []
@@ -144,13 +150,19 @@ def test_any_damage_to_any_format_is_an_image_error():
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 36, 3), dtype=np.uint8))
     exif = Image.Exif()
     exif[0x0112], exif[0x010F], exif[0x011A] = 6, "maker", (72, 1)
-    originals = [encode(picture, "PNG"), encode(picture, "JPEG", exif=exif.tobytes()), encode(picture, "WEBP"),
-                 encode(picture.convert("P"), "GIF"), encode(picture, "BMP"), bad_exif_jpeg()]
+    originals = [
+        encode(picture, "PNG"),
+        encode(picture, "JPEG", exif=exif.tobytes()),
+        encode(picture, "WEBP"),
+        encode(picture.convert("P"), "GIF"),
+        encode(picture, "BMP"),
+        bad_exif_jpeg(),
+    ]
     for original in originals:
         for trial in range(150):
             data = bytearray(original)
             if trial % 3 == 0:
-                data = data[:rng.randrange(1, len(data))]
+                data = data[: rng.randrange(1, len(data))]
             else:
                 for _ in range(rng.randint(1, 6)):
                     data[rng.randrange(len(data))] = rng.randrange(256)
@@ -168,8 +180,7 @@ def test_empty_and_non_image_data():
         decode_image(b"hello", "notes.png")
     with pytest.raises(ImageError, match="truncated or corrupt"):
         good = encode(Image.new("RGB", (64, 64), (1, 2, 3)), "PNG")
-        decode_image(good[:len(good) // 2], "half.png")
-
+        decode_image(good[: len(good) // 2], "half.png")
 
 
 def test_webp_gets_half_the_pixels_because_libwebp_decodes_into_two_canvases(no_decoding):

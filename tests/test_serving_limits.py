@@ -18,8 +18,8 @@ from keras_cifar.errors import CheckpointError
 from keras_cifar.export.runtime import open_export, read_metadata
 from keras_cifar.serving import app as app_module
 from keras_cifar.serving.app import create_app
-from keras_cifar.serving.tfserving import json_depth
 from keras_cifar.serving.middleware import Admission, BodyLimit
+from keras_cifar.serving.tfserving import json_depth
 
 TF = "/v1/models/cifar10:predict"
 IMAGE = np.zeros((32, 32, 3), dtype=int).tolist()
@@ -32,6 +32,7 @@ def png_bytes(size=(32, 32), color=(120, 80, 40)) -> bytes:
 
 
 # ---- the admission middleware on its own ----------------------------------------------------------------------
+
 
 async def read_all_then_ok(scope, receive, send):
     while True:
@@ -62,10 +63,14 @@ def call(app, chunks, headers=(), path="/v1/predict"):
 
 
 def admission(app=read_all_then_ok, **kwargs):
-    options = dict(limits={"/v1/predict": BodyLimit(1000, "at most 1,000 bytes")},
-                   default_limit=BodyLimit(10, "no body"), api_paths={"/v1/predict"},
-                   error=lambda path, status, message: JSONResponse({"error": message}, status_code=status),
-                   max_in_flight=4, max_body_bytes_in_flight=10_000)
+    options = dict(
+        limits={"/v1/predict": BodyLimit(1000, "at most 1,000 bytes")},
+        default_limit=BodyLimit(10, "no body"),
+        api_paths={"/v1/predict"},
+        error=lambda path, status, message: JSONResponse({"error": message}, status_code=status),
+        max_in_flight=4,
+        max_body_bytes_in_flight=10_000,
+    )
     return Admission(app, **{**options, **kwargs})
 
 
@@ -93,6 +98,7 @@ def test_bodies_in_flight_are_bounded_in_bytes():
 
 # ---- the app ----------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def client(exported):
     with TestClient(create_app(exported, max_upload_bytes=200_000, max_batch=4)) as client:
@@ -113,20 +119,23 @@ def test_a_chunked_json_body_over_the_limit_gets_413(client):
     assert client.post(TF, content=body).status_code == 200
 
 
-@pytest.mark.parametrize("body, message", [
-    (b"[" * 50_000 + b"]" * 50_000, "nests 50000 levels"),
-    (b'{"instances": [[[[' + b"[" * 10 + b"1" + b"]" * 10 + b"]]]]}", "levels deep"),
-    (b'{"instances": [' + b"9" * 5000 + b"]}", "at most 32"),
-    (b'{"instances": [1e999999999999999999999999999999999999]}', "at most 32"),
-    (json.dumps({"instances": [[[["1", "2", "3"]] * 32] * 32]}).encode(), "numbers only"),
-    (json.dumps({"instances": [[[[True, False, True]] * 32] * 32]}).encode(), "numbers only"),
-    (json.dumps({"instances": [[[[1, 2, True]] * 32] * 32]}).encode(), "numbers only"),
-    (json.dumps({"instances": [[[[None, 2, 3]] * 32] * 32]}).encode(), "numbers only"),
-    (b'{"instances": [[[[NaN, 1, 2]]]]}', "NaN"),
-    (b'{"instances": [[[[Infinity, 1, 2]]]]}', "Infinity"),
-    (b'{"instances": [[[[1e39, 1, 2]]]]}', "shape"),
-    (b'{"instances": "\xff\xfe"}', "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        (b"[" * 50_000 + b"]" * 50_000, "nests 50000 levels"),
+        (b'{"instances": [[[[' + b"[" * 10 + b"1" + b"]" * 10 + b"]]]]}", "levels deep"),
+        (b'{"instances": [' + b"9" * 5000 + b"]}", "at most 32"),
+        (b'{"instances": [1e999999999999999999999999999999999999]}', "at most 32"),
+        (json.dumps({"instances": [[[["1", "2", "3"]] * 32] * 32]}).encode(), "numbers only"),
+        (json.dumps({"instances": [[[[True, False, True]] * 32] * 32]}).encode(), "numbers only"),
+        (json.dumps({"instances": [[[[1, 2, True]] * 32] * 32]}).encode(), "numbers only"),
+        (json.dumps({"instances": [[[[None, 2, 3]] * 32] * 32]}).encode(), "numbers only"),
+        (b'{"instances": [[[[NaN, 1, 2]]]]}', "NaN"),
+        (b'{"instances": [[[[Infinity, 1, 2]]]]}', "Infinity"),
+        (b'{"instances": [[[[1e39, 1, 2]]]]}', "shape"),
+        (b'{"instances": "\xff\xfe"}', "not valid JSON"),
+    ],
+)
 def test_json_over_its_limits_or_with_non_numbers_gets_400(client, body, message):
     response = client.post(TF, content=body, headers={"content-type": "application/json"})
     assert response.status_code == 400 and message in response.json()["error"], response.text
@@ -144,8 +153,10 @@ def test_uploads_keep_the_whole_request_error_naming_the_file(client):
     tiff = io.BytesIO()
     Image.new("RGB", (40, 40)).save(tiff, format="TIFF")
     for name, data in (("bomb.png", bomb.getvalue()), ("scan.tiff", tiff.getvalue())):
-        response = client.post("/v1/predict", files=[("files", ("good.png", png_bytes(), "image/png")),
-                                                     ("files", (name, data, "image/png"))])
+        response = client.post(
+            "/v1/predict",
+            files=[("files", ("good.png", png_bytes(), "image/png")), ("files", (name, data, "image/png"))],
+        )
         error = response.json()["error"]
         assert response.status_code == 422 and error["filename"] == name and name in error["message"]
     sixteen = io.BytesIO()
@@ -220,6 +231,7 @@ def test_a_server_error_is_counted_in_metrics(exported, gated):
 
 # ---- metadata.json ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def export_copy(exported, tmp_path):
     """A copy of the export folder with only what serving needs, so each test can damage its metadata.json."""
@@ -237,18 +249,24 @@ def edit_metadata(folder, change):
     (folder / "metadata.json").write_text(json.dumps(metadata))
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda f: (f / "metadata.json").write_text((f / "metadata.json").read_text()[:200]), "not valid JSON"),
-    (lambda f: (f / "metadata.json").write_text(""), "not valid JSON"),
-    (lambda f: (f / "metadata.json").write_text("[1, 2]"), "not an object"),
-    (lambda f: edit_metadata(f, lambda m: m["labels"].pop()), "lists 9 labels but the tflite-float32 model outputs 10"),
-    (lambda f: edit_metadata(f, lambda m: m.pop("labels")), '"labels" is missing'),
-    (lambda f: edit_metadata(f, lambda m: m["labels"].__setitem__(0, 7)), '"labels" is missing or not a list'),
-    (lambda f: edit_metadata(f, lambda m: m.__setitem__("input_shape", [32, "32", 3])), '"input_shape"'),
-    (lambda f: edit_metadata(f, lambda m: m.__setitem__("input_shape", [64, 64, 3])), "does not run on input"),
-    (lambda f: edit_metadata(f, lambda m: m.__setitem__("formats", [])), '"formats"'),
-    (lambda f: edit_metadata(f, lambda m: m.pop("architecture")), '"architecture"'),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda f: (f / "metadata.json").write_text((f / "metadata.json").read_text()[:200]), "not valid JSON"),
+        (lambda f: (f / "metadata.json").write_text(""), "not valid JSON"),
+        (lambda f: (f / "metadata.json").write_text("[1, 2]"), "not an object"),
+        (
+            lambda f: edit_metadata(f, lambda m: m["labels"].pop()),
+            "lists 9 labels but the tflite-float32 model outputs 10",
+        ),
+        (lambda f: edit_metadata(f, lambda m: m.pop("labels")), '"labels" is missing'),
+        (lambda f: edit_metadata(f, lambda m: m["labels"].__setitem__(0, 7)), '"labels" is missing or not a list'),
+        (lambda f: edit_metadata(f, lambda m: m.__setitem__("input_shape", [32, "32", 3])), '"input_shape"'),
+        (lambda f: edit_metadata(f, lambda m: m.__setitem__("input_shape", [64, 64, 3])), "does not run on input"),
+        (lambda f: edit_metadata(f, lambda m: m.__setitem__("formats", [])), '"formats"'),
+        (lambda f: edit_metadata(f, lambda m: m.pop("architecture")), '"architecture"'),
+    ],
+)
 def test_a_broken_metadata_json_is_a_clear_error(export_copy, damage, message):
     damage(export_copy)
     with pytest.raises(CheckpointError, match=message.replace("(", r"\(")):
@@ -265,10 +283,19 @@ def test_serve_refuses_a_broken_export_with_one_line(export_copy, capsys):
 def test_samples_outside_the_export_folder_are_not_served(export_copy, tmp_path):
     secret = tmp_path / "secret.png"
     secret.write_bytes(png_bytes())
-    edit_metadata(export_copy, lambda m: m["samples"].extend([
-        {"label": "cat", "file": str(secret)}, {"label": "cat", "file": "../secret.png"},
-        {"label": "cat", "file": "model_float32.tflite"}, {"label": "cat", "file": "samples/missing.png"},
-        {"label": "cat"}, "samples/cat.png"]))
+    edit_metadata(
+        export_copy,
+        lambda m: m["samples"].extend(
+            [
+                {"label": "cat", "file": str(secret)},
+                {"label": "cat", "file": "../secret.png"},
+                {"label": "cat", "file": "model_float32.tflite"},
+                {"label": "cat", "file": "samples/missing.png"},
+                {"label": "cat"},
+                "samples/cat.png",
+            ]
+        ),
+    )
     kept = read_metadata(export_copy)["samples"]
     assert kept and all(s["file"].startswith("samples/") and (export_copy / s["file"]).is_file() for s in kept)
     with TestClient(create_app(export_copy)) as client:

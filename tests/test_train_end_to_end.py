@@ -16,14 +16,36 @@ from keras_cifar import cli, evaluate, train
 from keras_cifar.errors import CheckpointError, ConfigError, TrainingError
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--arch", "resnet18", "--width-multiplier", "0.125", "--epochs", "2", "--batch-size", "64",
-        "--train-limit", "256", "--val-limit", "128", "--test-limit", "128", "--no-tensorboard"]
+TINY = [
+    "--arch",
+    "resnet18",
+    "--width-multiplier",
+    "0.125",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "256",
+    "--val-limit",
+    "128",
+    "--test-limit",
+    "128",
+    "--no-tensorboard",
+]
 
 
 def python_m(module, *args, env=None, **kwargs):
     """Run an entry point as a user would, from the repo, with its output captured."""
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        **kwargs,
+    )
 
 
 def read_history(run_dir):
@@ -39,8 +61,15 @@ def quick_run(cifar_dir, tmp_path_factory):
 
 
 def test_a_run_directory_holds_every_output(quick_run):
-    for name in ("config.json", "history.csv", "model.keras", "metrics.json", "confusion_matrix.png",
-                 "training_curves.png", "tensorboard"):
+    for name in (
+        "config.json",
+        "history.csv",
+        "model.keras",
+        "metrics.json",
+        "confusion_matrix.png",
+        "training_curves.png",
+        "tensorboard",
+    ):
         if name == "tensorboard":
             assert not (quick_run / name).exists()  # --no-tensorboard was given
             continue
@@ -68,8 +97,20 @@ def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
     import keras
 
     run_dir = tmp_path / "drop"
-    train.main([*TINY, "--epochs", "1", "--train-limit", "250", "--drop-remainder", "--data-dir", str(cifar_dir),
-                "--run-dir", str(run_dir)])
+    train.main(
+        [
+            *TINY,
+            "--epochs",
+            "1",
+            "--train-limit",
+            "250",
+            "--drop-remainder",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
     model = keras.saving.load_model(run_dir / "model.keras")  # compiled: the optimizer counts the steps
     assert int(model.optimizer.iterations) == 3  # 250 images in batches of 64: three full ones, the 58 left skipped
 
@@ -118,14 +159,37 @@ def test_unknown_arch_lists_the_choices():
 
 def test_nan_loss_stops_the_run_with_a_message(cifar_dir, tmp_path):
     with pytest.raises(TrainingError, match="NaN"):
-        train.main([*TINY, "--lr", "1e30", "--schedule", "constant", "--data-dir", str(cifar_dir),
-                    "--run-dir", str(tmp_path / "nan")])
+        train.main(
+            [
+                *TINY,
+                "--lr",
+                "1e30",
+                "--schedule",
+                "constant",
+                "--data-dir",
+                str(cifar_dir),
+                "--run-dir",
+                str(tmp_path / "nan"),
+            ]
+        )
 
 
 def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "keras_cifar.train", *TINY, "--epochs", "4", "--train-limit", "512",
-               "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)]
+    command = [
+        sys.executable,
+        "-m",
+        "keras_cifar.train",
+        *TINY,
+        "--epochs",
+        "4",
+        "--train-limit",
+        "512",
+        "--data-dir",
+        str(cifar_dir),
+        "--run-dir",
+        str(run_dir),
+    ]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metadata = run_dir / "backup" / "current" / "training_metadata.json"
     deadline = time.time() + 300
@@ -142,8 +206,9 @@ def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     for weights in (broken / "backup").rglob("*.weights.h5"):
         weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="delete that folder"):
-        train.main([*TINY, "--epochs", "4", "--train-limit", "512", "--data-dir", str(cifar_dir),
-                    "--run-dir", str(broken)])
+        train.main(
+            [*TINY, "--epochs", "4", "--train-limit", "512", "--data-dir", str(cifar_dir), "--run-dir", str(broken)]
+        )
 
     again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
@@ -154,8 +219,17 @@ def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
 
 def test_training_runs_under_jax(cifar_dir, tmp_path):
     run_dir = tmp_path / "jax"
-    result = python_m("keras_cifar.train", *TINY, "--epochs", "1", "--data-dir", cifar_dir, "--run-dir", run_dir,
-                      env={"KERAS_BACKEND": "jax"})
+    result = python_m(
+        "keras_cifar.train",
+        *TINY,
+        "--epochs",
+        "1",
+        "--data-dir",
+        cifar_dir,
+        "--run-dir",
+        run_dir,
+        env={"KERAS_BACKEND": "jax"},
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     saved = json.loads((run_dir / "config.json").read_text())
     assert saved["environment"]["backend"] == "jax"

@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 
 from keras_cifar.config import TrainConfig, add_config_arguments, read_config_file, resolve_config
-from keras_cifar.data import (RandomPadCrop, build_augmentation, split_data, steps_per_epoch, stratified_holdout,
-                              training_dataset)
+from keras_cifar.data import (
+    RandomPadCrop,
+    build_augmentation,
+    split_data,
+    steps_per_epoch,
+    stratified_holdout,
+    training_dataset,
+)
 from keras_cifar.errors import ConfigError
 from keras_cifar.training import host
 from keras_cifar.training.schedules import WarmupSchedule
@@ -22,6 +28,7 @@ def parse(*flags):
 
 
 # --- config -----------------------------------------------------------------------------------------------
+
 
 def test_layers_resolve_in_order(tmp_path):
     config_file = tmp_path / "c.yaml"
@@ -48,17 +55,20 @@ def test_run_config_json_is_a_valid_config(tmp_path):
     assert resolve_config(parse("--config", str(saved))).arch == "resnet34"
 
 
-@pytest.mark.parametrize("text, message", [
-    ("learning_rate: 0.1\n", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
-    ("epochs: ten\n", "'epochs' should be int"),
-    ("flip: 1\n", "'flip' should be bool"),
-    ("lr: -1\n", "lr must be positive"),
-    ("optimizer: adam\n", "optimizer must be one of sgd, muon, adamw"),
-    ("erasing: 1.5\n", "erasing must be in [0, 1)"),
-    ("optimizer: muon\nmomentum: 0\n", "momentum must be > 0"),
-    ("optimizer: muon\nmuon_momentum: 1\n", "muon_momentum must be in [0, 1)"),
-    ("optimizer: adamw\nbias_lr_scale: 64\n", "bias_lr_scale only applies to SGD and muon"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("learning_rate: 0.1\n", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
+        ("epochs: ten\n", "'epochs' should be int"),
+        ("flip: 1\n", "'flip' should be bool"),
+        ("lr: -1\n", "lr must be positive"),
+        ("optimizer: adam\n", "optimizer must be one of sgd, muon, adamw"),
+        ("erasing: 1.5\n", "erasing must be in [0, 1)"),
+        ("optimizer: muon\nmomentum: 0\n", "momentum must be > 0"),
+        ("optimizer: muon\nmuon_momentum: 1\n", "muon_momentum must be in [0, 1)"),
+        ("optimizer: adamw\nbias_lr_scale: 64\n", "bias_lr_scale only applies to SGD and muon"),
+    ],
+)
 def test_bad_config_files_name_the_key(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -74,6 +84,7 @@ def test_unknown_arch_and_recipe_list_the_choices():
 
 
 # --- split ------------------------------------------------------------------------------------------------
+
 
 def test_validation_split_is_stratified_disjoint_and_seeded(cifar):
     split = split_data(cifar, val_split=5000, seed=3)
@@ -98,6 +109,7 @@ def test_limits_take_the_first_images(cifar):
 
 # --- augmentation -----------------------------------------------------------------------------------------
 
+
 def test_pad_crop_draws_an_offset_per_image():
     images = np.zeros((64, 32, 32, 1), "float32")
     images[:, 16, 16, 0] = 1.0  # a dot in the middle of every image
@@ -112,7 +124,7 @@ def test_pad_crop_output_is_a_window_of_the_reflect_padded_image():
     images = np.random.default_rng(0).uniform(0, 255, (16, 8, 6, 3)).astype("float32")  # non-square, 3 channels
     out = np.asarray(RandomPadCrop(2, seed=1)(images, training=True))
     padded = np.pad(images, [(0, 0), (2, 2), (2, 2), (0, 0)], mode="reflect")
-    windows = [[padded[i, r:r + 8, c:c + 6] for r in range(5) for c in range(5)] for i in range(16)]
+    windows = [[padded[i, r : r + 8, c : c + 6] for r in range(5) for c in range(5)] for i in range(16)]
     assert all(any(np.array_equal(o, w) for w in ws) for o, ws in zip(out, windows))
 
 
@@ -162,14 +174,18 @@ def test_drop_remainder_gives_equal_batches_and_counts_them(cifar):
 def test_too_few_images_for_a_full_batch_fail_before_the_run_directory(cifar_dir, tmp_path):
     from keras_cifar.training import train
 
-    config = resolve_config(parse("--recipe", "fast", "--train-limit", "500", "--data-dir", str(cifar_dir),
-                                  "--run-dir", str(tmp_path / "run")))
+    config = resolve_config(
+        parse(
+            "--recipe", "fast", "--train-limit", "500", "--data-dir", str(cifar_dir), "--run-dir", str(tmp_path / "run")
+        )
+    )
     with pytest.raises(ConfigError, match="leaves no full batch"):
         train(config)
     assert not (tmp_path / "run").exists()
 
 
 # --- schedules and host -----------------------------------------------------------------------------------
+
 
 def test_schedules_warm_up_then_decay():
     one = WarmupSchedule(0.4, total_steps=100, warmup_steps=10, kind="onecycle")
@@ -184,13 +200,16 @@ def test_schedules_warm_up_then_decay():
     assert WarmupSchedule.from_config(step.get_config()).get_config() == step.get_config()
 
 
-@pytest.mark.parametrize("flags, requested, expected", [
-    (["avx512f", "avx512_bf16", "amx_bf16"], "auto", "mixed_bfloat16"),
-    (["avx512f", "avx512_bf16"], "auto", "mixed_bfloat16"),
-    (["avx2"], "auto", "float32"),
-    (["avx2"], "mixed", "mixed_bfloat16"),
-    (["amx_bf16"], "float32", "float32"),
-])
+@pytest.mark.parametrize(
+    "flags, requested, expected",
+    [
+        (["avx512f", "avx512_bf16", "amx_bf16"], "auto", "mixed_bfloat16"),
+        (["avx512f", "avx512_bf16"], "auto", "mixed_bfloat16"),
+        (["avx2"], "auto", "float32"),
+        (["avx2"], "mixed", "mixed_bfloat16"),
+        (["amx_bf16"], "float32", "float32"),
+    ],
+)
 def test_precision_is_chosen_from_the_cpu(monkeypatch, flags, requested, expected):
     monkeypatch.setattr(host, "cpu_info", lambda: {"model": "test", "cores": 2, "flags": flags})
     monkeypatch.setattr(host, "accelerators", lambda: [])

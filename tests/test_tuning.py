@@ -22,13 +22,31 @@ from tuning.hypermodel import CifarHyperModel
 from tuning.space import SPACES, declare, resolve_space
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = ["--width-multiplier", "0.125", "--epochs", "1", "--batch-size", "64", "--train-limit", "256",
-        "--val-limit", "128", "--no-tensorboard"]
+TINY = [
+    "--width-multiplier",
+    "0.125",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "64",
+    "--train-limit",
+    "256",
+    "--val-limit",
+    "128",
+    "--no-tensorboard",
+]
 
 
 def python_m(module, *args, env=None, **kwargs):
-    return subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+        **kwargs,
+    )
 
 
 def write_space(tmp_path, text):
@@ -88,38 +106,47 @@ def test_the_fast_nets_search_muon_with_its_filter_lr_only_under_muon(tmp_path):
 
 
 def test_settings_typed_on_the_command_line_are_fixed():
-    space = resolve_space(TrainConfig(arch="resnet18", optimizer="adamw"), fixed_names=["width_multiplier",
-                                                                                         "optimizer"])
+    space = resolve_space(
+        TrainConfig(arch="resnet18", optimizer="adamw"), fixed_names=["width_multiplier", "optimizer"]
+    )
     assert "width_multiplier" not in space.entries and "optimizer" not in space.entries
     assert space.entries["lr"]["max"] == 3e-3  # only AdamW's range is left
 
 
 def test_a_space_file_can_narrow_the_optimizer_choice(tmp_path):
-    space = resolve_space(TrainConfig(arch="resnet18", optimizer="sgd"),
-                          write_space(tmp_path, "optimizer: {values: [adamw]}\n"))
+    space = resolve_space(
+        TrainConfig(arch="resnet18", optimizer="sgd"), write_space(tmp_path, "optimizer: {values: [adamw]}\n")
+    )
     assert space.entries["lr"] == {"min": 3e-4, "max": 3e-3, "sampling": "log"}
 
 
 def test_a_space_file_merges_fixes_and_adds(tmp_path):
-    path = write_space(tmp_path, "lr: {sgd: {max: 0.2}}\nbatch_size: 128\ndropout: null\n"
-                                 "momentum: {min: 0.8, max: 0.95}\n")
+    path = write_space(
+        tmp_path, "lr: {sgd: {max: 0.2}}\nbatch_size: 128\ndropout: null\nmomentum: {min: 0.8, max: 0.95}\n"
+    )
     space = resolve_space(TrainConfig(arch="resnet18"), path)
     assert space.entries["lr"]["sgd"] == {"min": 0.02, "max": 0.2, "sampling": "log"}
     assert space.fixed == {"batch_size": 128} and "batch_size" not in space.entries
     assert "dropout" not in space.entries and space.entries["momentum"]["min"] == 0.8
 
 
-@pytest.mark.parametrize("text, message", [
-    ("dropout: {min: 0.4, max: 0.1}", "'dropout' has min 0.4 greater than max 0.1"),
-    ("learning_rate: {min: 0.1, max: 0.2}", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
-    ("dropuot: {min: 0.1, max: 0.2}", "unknown setting 'dropuot'. Did you mean 'dropout'?"),
-    ("lr: {min: -0.1, max: 0.2}", "'lr' = -0.1 is not a valid setting: lr must be positive"),
-    ("weight_decay: {min: 0, max: 0.1, sampling: log}", "'weight_decay' uses log sampling, so min must be positive"),
-    ("dropout: {values: [0.0, 1.5]}", "'dropout' = 1.5 is not a valid setting"),
-    ("lr: {min: 0.1, max: 0.2, scale: log}", "'lr' has unknown field(s) ['scale']"),
-    ("epochs: {values: [1, 2]}", "'epochs' is not searched; set it on the command line (--epochs)"),
-    ("optimizer: {values: [sgd, lamb]}", "optimizer must be one of"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("dropout: {min: 0.4, max: 0.1}", "'dropout' has min 0.4 greater than max 0.1"),
+        ("learning_rate: {min: 0.1, max: 0.2}", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
+        ("dropuot: {min: 0.1, max: 0.2}", "unknown setting 'dropuot'. Did you mean 'dropout'?"),
+        ("lr: {min: -0.1, max: 0.2}", "'lr' = -0.1 is not a valid setting: lr must be positive"),
+        (
+            "weight_decay: {min: 0, max: 0.1, sampling: log}",
+            "'weight_decay' uses log sampling, so min must be positive",
+        ),
+        ("dropout: {values: [0.0, 1.5]}", "'dropout' = 1.5 is not a valid setting"),
+        ("lr: {min: 0.1, max: 0.2, scale: log}", "'lr' has unknown field(s) ['scale']"),
+        ("epochs: {values: [1, 2]}", "'epochs' is not searched; set it on the command line (--epochs)"),
+        ("optimizer: {values: [sgd, lamb]}", "optimizer must be one of"),
+    ],
+)
 def test_bad_space_files_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as err:
         resolve_space(TrainConfig(arch="resnet18"), write_space(tmp_path, text))
@@ -130,7 +157,11 @@ def test_bad_input_fails_before_anything_trains(tmp_path, cifar_dir):
     space = write_space(tmp_path, "lr: {min: 0.5, max: 0.1}\n")
     common = ["--arch", "resnet18", *TINY, "--data-dir", cifar_dir, "--directory", tmp_path / "d"]
     bad_space = python_m("tuning.search", *common, "--space", space)
-    assert bad_space.returncode == 2 and "error:" in bad_space.stderr and "'lr' has min 0.5 greater than max 0.1" in bad_space.stderr
+    assert (
+        bad_space.returncode == 2
+        and "error:" in bad_space.stderr
+        and "'lr' has min 0.5 greater than max 0.1" in bad_space.stderr
+    )
     bad_tuner = python_m("tuning.search", *common, "--tuner", "grid")
     assert bad_tuner.returncode == 2
     assert "unknown tuner 'grid'. Choose one of: hyperband, bayesian, random" in bad_tuner.stderr
@@ -148,10 +179,24 @@ def test_bad_input_fails_before_anything_trains(tmp_path, cifar_dir):
 
 def test_a_killed_search_resumes_without_retraining_finished_trials(tmp_path, cifar_dir, monkeypatch):
     directory = tmp_path / "searches"
-    flags = ["--arch", "resnet18", "--tuner", "random", "--max-trials", "2", *TINY, "--data-dir", str(cifar_dir),
-             "--directory", str(directory), "--project-name", "p"]
-    first = subprocess.Popen([sys.executable, "-m", "tuning.search", *flags], cwd=REPO, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+    flags = [
+        "--arch",
+        "resnet18",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "2",
+        *TINY,
+        "--data-dir",
+        str(cifar_dir),
+        "--directory",
+        str(directory),
+        "--project-name",
+        "p",
+    ]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tuning.search", *flags], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:  # kill it while trial 1 runs, trial 0 being finished
         deadline = time.time() + 300
         while "1" not in ongoing_trials(directory / "p").values():
@@ -165,7 +210,9 @@ def test_a_killed_search_resumes_without_retraining_finished_trials(tmp_path, ci
 
     fits = []
     original_fit = CifarHyperModel.fit
-    monkeypatch.setattr(CifarHyperModel, "fit", lambda self, hp, *a, **k: fits.append(1) or original_fit(self, hp, *a, **k))
+    monkeypatch.setattr(
+        CifarHyperModel, "fit", lambda self, hp, *a, **k: fits.append(1) or original_fit(self, hp, *a, **k)
+    )
     search.main(flags)
     assert len(fits) == 1  # only the interrupted trial
     assert {t["status"] for t in trials(directory / "p").values()} == {"COMPLETED"}
@@ -182,10 +229,29 @@ def test_a_killed_search_resumes_without_retraining_finished_trials(tmp_path, ci
     from keras_cifar import train
 
     run_dir = tmp_path / "from-best"
-    train.main(["--config", str(best), "--epochs", "1", "--train-limit", "128", "--val-limit", "64", "--test-limit",
-                "64", "--no-tensorboard", "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])
+    train.main(
+        [
+            "--config",
+            str(best),
+            "--epochs",
+            "1",
+            "--train-limit",
+            "128",
+            "--val-limit",
+            "64",
+            "--test-limit",
+            "64",
+            "--no-tensorboard",
+            "--data-dir",
+            str(cifar_dir),
+            "--run-dir",
+            str(run_dir),
+        ]
+    )
     saved = json.loads((run_dir / "config.json").read_text())["config"]
-    assert {k: saved[k] for k in ("lr", "batch_size", "optimizer")} == {k: settings[k] for k in ("lr", "batch_size", "optimizer")}
+    assert {k: saved[k] for k in ("lr", "batch_size", "optimizer")} == {
+        k: settings[k] for k in ("lr", "batch_size", "optimizer")
+    }
 
 
 def test_a_project_only_continues_the_search_that_started_it(tmp_path):
@@ -207,9 +273,25 @@ class Launch:
 
     def __init__(self, directory, port, *flags, workers=2):
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tuning.launch", "--workers", str(workers), "--port", str(port), "--directory",
-             str(directory), "--project-name", "p", *map(str, flags)],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "tuning.launch",
+                "--workers",
+                str(workers),
+                "--port",
+                str(port),
+                "--directory",
+                str(directory),
+                "--project-name",
+                "p",
+                *map(str, flags),
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines = []
         self._reader = threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True)
         self._reader.start()
@@ -261,13 +343,25 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path
     kill_mid_trial(run, tmp_path / "p", "tuner0")
     assert run.wait() == 0, "".join(run.lines)[-3000:]
     check_every_trial_finished_once(tmp_path / "p", 4)
-    assert any("launch: tuner0 exited with status -9 before the search ended; starting it again" in line
-               for line in run.lines)
+    assert any(
+        "launch: tuner0 exited with status -9 before the search ended; starting it again" in line for line in run.lines
+    )
 
 
 def test_a_worker_out_of_restarts_stops_the_launch_and_a_rerun_finishes_the_search(tmp_path, cifar_dir):
-    flags = ["--arch", "airbench", "--tuner", "random", "--max-trials", "2", *TINY, "--data-dir", cifar_dir,
-             "--max-restarts", "0"]
+    flags = [
+        "--arch",
+        "airbench",
+        "--tuner",
+        "random",
+        "--max-trials",
+        "2",
+        *TINY,
+        "--data-dir",
+        cifar_dir,
+        "--max-restarts",
+        "0",
+    ]
     port = free_port()
     run = Launch(tmp_path, port, *flags, workers=1)
     kill_mid_trial(run, tmp_path / "p", "tuner0")

@@ -37,8 +37,9 @@ class CifarHyperModel(keras_tuner.HyperModel):
     def split(self):
         if self._split is None:
             data = load_cifar10(self.base.data_dir, self.base.source)
-            self._split = split_data(data, self.base.val_split, self.base.seed, self.base.train_limit,
-                                     self.base.val_limit, test_limit=0)
+            self._split = split_data(
+                data, self.base.val_split, self.base.seed, self.base.train_limit, self.base.val_limit, test_limit=0
+            )
         return self._split
 
     def trial_config(self, hp):
@@ -54,8 +55,14 @@ class CifarHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         config = self.trial_config(hp)
         keras.utils.set_random_seed(config.seed)
-        model, self._whitened = prepared_model(config, self.runtime, self.split, self.steps_per_epoch(config),
-                                               augmentation_from_config(config), _trained_epochs(hp, config))
+        model, self._whitened = prepared_model(
+            config,
+            self.runtime,
+            self.split,
+            self.steps_per_epoch(config),
+            augmentation_from_config(config),
+            _trained_epochs(hp, config),
+        )
         return model
 
     def fit(self, hp, model, *args, callbacks=(), **kwargs):
@@ -63,12 +70,21 @@ class CifarHyperModel(keras_tuner.HyperModel):
         the other tuners train `--epochs`."""
         config = self.trial_config(hp)
         train_ds, val_ds, alternating = fit_inputs(config, self.split, self.runtime, augmentation_from_config(config))
-        callbacks = [*pipeline_callbacks(config, alternating, self._whitened),
-                     *control_callbacks(config, self.steps_per_epoch(config), _trained_epochs(hp, config)),
-                     *callbacks]
+        callbacks = [
+            *pipeline_callbacks(config, alternating, self._whitened),
+            *control_callbacks(config, self.steps_per_epoch(config), _trained_epochs(hp, config)),
+            *callbacks,
+        ]
         try:
-            history = fit_model(model, config, train_ds, val_ds, callbacks, epochs=kwargs.get("epochs", config.epochs),
-                                initial_epoch=kwargs.get("initial_epoch", 0))
+            history = fit_model(
+                model,
+                config,
+                train_ds,
+                val_ds,
+                callbacks,
+                epochs=kwargs.get("epochs", config.epochs),
+                initial_epoch=kwargs.get("initial_epoch", 0),
+            )
         except TrainingError as exc:
             raise keras_tuner.errors.FailedTrialError(str(exc)) from None
         logs = history.history

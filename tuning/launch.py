@@ -31,8 +31,9 @@ CHIEF_GRACE_SECONDS = 30
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m tuning.launch", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--workers", type=int, default=2, help="worker processes, each training one trial at a time")
     parser.add_argument("--port", type=int, default=8470, help="the chief's port on 127.0.0.1")
     parser.add_argument("--max-restarts", type=int, default=3, help="times each dead worker is started again")
@@ -44,8 +45,14 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args, search_args = parse_args(argv)
     project = args.project_name or _flag_value(search_args, "--arch") or "search"
-    return launch(search_args, workers=args.workers, port=args.port, directory=args.directory, project_name=project,
-                  max_restarts=args.max_restarts)
+    return launch(
+        search_args,
+        workers=args.workers,
+        port=args.port,
+        directory=args.directory,
+        project_name=project,
+        max_restarts=args.max_restarts,
+    )
 
 
 def check_port_free(ip: str, port: int) -> None:
@@ -57,8 +64,10 @@ def check_port_free(ip: str, port: int) -> None:
             probe.bind((ip, port))
         except OSError as exc:
             if exc.errno == errno.EADDRINUSE:
-                raise ConfigError(f"port {port} on {ip} is already in use (another search's chief?); "
-                                  f"choose another with --port, or stop that process") from None
+                raise ConfigError(
+                    f"port {port} on {ip} is already in use (another search's chief?); "
+                    f"choose another with --port, or stop that process"
+                ) from None
             raise ConfigError(f"cannot listen on {ip}:{port}: {exc.strerror}") from None
 
 
@@ -69,8 +78,16 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
     check_port_free(LOOPBACK, port)
     logs = Path(directory) / project_name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "tuning.search", *search_args, "--directory", str(directory),
-               "--project-name", project_name]
+    command = [
+        sys.executable,
+        "-m",
+        "tuning.search",
+        *search_args,
+        "--directory",
+        str(directory),
+        "--project-name",
+        project_name,
+    ]
     env = {**os.environ, "KERASTUNER_ORACLE_IP": LOOPBACK, "KERASTUNER_ORACLE_PORT": str(port)}
     # Workers share this machine's cores rather than each starting a thread per core and contending.
     threads = str(max(1, (os.cpu_count() or 1) // workers))
@@ -85,13 +102,18 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
     try:
         while processes["chief"].poll() is None:
             time.sleep(1)
-            if gave_up_at is None and any(v is None for v in restarts.values()) \
-                    and all(p.poll() is not None for n, p in processes.items() if n != "chief"):
+            if (
+                gave_up_at is None
+                and any(v is None for v in restarts.values())
+                and all(p.poll() is not None for n, p in processes.items() if n != "chief")
+            ):
                 gave_up_at = time.monotonic()
             if gave_up_at and time.monotonic() - gave_up_at > CHIEF_GRACE_SECONDS:
-                raise TrainingError("a worker died more often than --max-restarts allows and the chief still waits "
-                                    "for its trial; re-run the same command to continue the search (that trial "
-                                    f"trains again). Logs: {logs}")
+                raise TrainingError(
+                    "a worker died more often than --max-restarts allows and the chief still waits "
+                    "for its trial; re-run the same command to continue the search (that trial "
+                    f"trains again). Logs: {logs}"
+                )
             for name, status in [(n, p.poll()) for n, p in processes.items() if n != "chief"]:
                 if status in (None, 0) or restarts[name] is None:
                     continue
@@ -100,8 +122,11 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
                     restarts[name] = None
                     continue
                 restarts[name] += 1
-                print(f"launch: {name} exited with status {status} before the search ended; starting it again "
-                      f"({restarts[name]}/{max_restarts}) to finish its trial", flush=True)
+                print(
+                    f"launch: {name} exited with status {status} before the search ended; starting it again "
+                    f"({restarts[name]}/{max_restarts}) to finish its trial",
+                    flush=True,
+                )
                 processes[name] = _start(name, command, env, logs)
     finally:
         for process in processes.values():
@@ -115,8 +140,13 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
 
 
 def _start(name, command, env, logs: Path) -> subprocess.Popen:
-    process = subprocess.Popen(command, env={**env, "KERASTUNER_TUNER_ID": name, "PYTHONUNBUFFERED": "1"},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        command,
+        env={**env, "KERASTUNER_TUNER_ID": name, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     print(f"launch: {name} started, pid {process.pid}", flush=True)
     threading.Thread(target=_relay, args=(name, process, logs / f"{name}.log"), daemon=True).start()
     return process

@@ -27,8 +27,7 @@ PLOTTED_SETTINGS = 3
 
 
 def load_trials(project_dir) -> list[Trial]:
-    return sorted((Trial.load(str(f)) for f in Path(project_dir).glob("trial_*/trial.json")),
-                  key=lambda t: t.trial_id)
+    return sorted((Trial.load(str(f)) for f in Path(project_dir).glob("trial_*/trial.json")), key=lambda t: t.trial_id)
 
 
 def trial_rows(trials) -> list[dict]:
@@ -36,10 +35,16 @@ def trial_rows(trials) -> list[dict]:
     rows = []
     for trial in trials:
         epochs = trial.metrics.get_last_value("epochs") if trial.metrics.exists("epochs") else None
-        rows.append({"trial": trial.trial_id, "status": trial.status, OBJECTIVE.name: trial.score,
-                     "epochs": int(epochs) if epochs is not None else None,
-                     **trial_values(trial.hyperparameters),
-                     **{k: v for k, v in trial.hyperparameters.values.items() if k.startswith("tuner/")}})
+        rows.append(
+            {
+                "trial": trial.trial_id,
+                "status": trial.status,
+                OBJECTIVE.name: trial.score,
+                "epochs": int(epochs) if epochs is not None else None,
+                **trial_values(trial.hyperparameters),
+                **{k: v for k, v in trial.hyperparameters.values.items() if k.startswith("tuner/")},
+            }
+        )
     return rows
 
 
@@ -82,10 +87,12 @@ def write_best_config(trial, base: TrainConfig, path: Path) -> Path:
     settings = {k: v for k, v in base.to_dict().items() if k not in LEFT_OUT}
     values = trial_values(trial.hyperparameters)
     settings.update(values)
-    header = (f"# Best trial {trial.trial_id} of this search: {OBJECTIVE.name} {trial.score:.4f}.\n"
-              f"# Searched: {', '.join(values) or 'nothing'}; every other setting is the search's base config.\n"
-              f"# Left out, so a full run does not inherit the search's data slice or paths: {', '.join(LEFT_OUT)}.\n"
-              f"# Use: python -m keras_cifar.train --config {path.name} --data-dir DIR\n")
+    header = (
+        f"# Best trial {trial.trial_id} of this search: {OBJECTIVE.name} {trial.score:.4f}.\n"
+        f"# Searched: {', '.join(values) or 'nothing'}; every other setting is the search's base config.\n"
+        f"# Left out, so a full run does not inherit the search's data slice or paths: {', '.join(LEFT_OUT)}.\n"
+        f"# Use: python -m keras_cifar.train --config {path.name} --data-dir DIR\n"
+    )
     write_atomic(path, header + yaml.safe_dump(settings, sort_keys=False))
     TrainConfig(**overrides_from_mapping(yaml.safe_load(path.read_text()), str(path))).validate()
     return path
@@ -94,8 +101,11 @@ def write_best_config(trial, base: TrainConfig, path: Path) -> Path:
 def importance(rows, name) -> float:
     """How strongly a setting goes with the score across completed trials, in [0, 1]: |Spearman correlation| for
     numbers, the correlation ratio for choices. A rough guide from a few trials, not a causal measure."""
-    pairs = [(r[name], r[OBJECTIVE.name]) for r in rows
-             if r.get(name) is not None and r["status"] == "COMPLETED" and r[OBJECTIVE.name] is not None]
+    pairs = [
+        (r[name], r[OBJECTIVE.name])
+        for r in rows
+        if r.get(name) is not None and r["status"] == "COMPLETED" and r[OBJECTIVE.name] is not None
+    ]
     if len({v for v, _ in pairs}) < 2:
         return 0.0
     values, scores = zip(*pairs)

@@ -26,15 +26,20 @@ SEARCH_PATIENCE = 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tuning.search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tuning.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     from keras_cifar.config import add_config_arguments
 
     add_config_arguments(parser)
     group = parser.add_argument_group("search")
     group.add_argument("--tuner", default="hyperband", help=f"search algorithm: {', '.join(TUNERS)}")
-    group.add_argument("--max-trials", type=int, default=20,
-                       help="trials to run; Hyperband: the cap on its trials, --epochs being its max_epochs")
+    group.add_argument(
+        "--max-trials",
+        type=int,
+        default=20,
+        help="trials to run; Hyperband: the cap on its trials, --epochs being its max_epochs",
+    )
     group.add_argument("--directory", default="runs/search", help="where search projects live")
     group.add_argument("--project-name", default=None, help="the search's folder in --directory (default: --arch)")
     group.add_argument("--space", default=None, help="YAML file changing the architecture family's search space")
@@ -49,14 +54,22 @@ def main(argv=None) -> None:
     base = resolve_config(args)
     if "early_stopping_patience" not in typed and not base.early_stopping_patience:
         base = dataclasses.replace(base, early_stopping_patience=SEARCH_PATIENCE)
-    best = run_search(base, tuner=args.tuner, max_trials=args.max_trials, directory=args.directory,
-                      project_name=args.project_name or base.arch, space_file=args.space, fixed=typed)
+    best = run_search(
+        base,
+        tuner=args.tuner,
+        max_trials=args.max_trials,
+        directory=args.directory,
+        project_name=args.project_name or base.arch,
+        space_file=args.space,
+        fixed=typed,
+    )
     if best:
         print(f"best config: {best}")
 
 
-def run_search(base, tuner="hyperband", max_trials=20, directory="runs/search", project_name="search",
-               space_file=None, fixed=()):
+def run_search(
+    base, tuner="hyperband", max_trials=20, directory="runs/search", project_name="search", space_file=None, fixed=()
+):
     """Run (or continue) the search; return the best config's path, or None on a distributed worker (the chief
     writes the results)."""
     from keras_cifar.errors import ConfigError, TrainingError
@@ -80,15 +93,18 @@ def run_search(base, tuner="hyperband", max_trials=20, directory="runs/search", 
         from tuning.launch import check_port_free
 
         check_port_free(os.environ["KERASTUNER_ORACLE_IP"], int(os.environ["KERASTUNER_ORACLE_PORT"]))
-    keras_tuner_search = make_tuner(tuner, CifarHyperModel(base, space), max_trials, base.epochs, base.seed,
-                                    directory, project_name)
+    keras_tuner_search = make_tuner(
+        tuner, CifarHyperModel(base, space), max_trials, base.epochs, base.seed, directory, project_name
+    )
     try:
         keras_tuner_search.search()
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise
-        raise TrainingError(f"the search stopped: {str(exc).splitlines()[0]}; narrow the search space "
-                            f"(--space) or lower the learning-rate range, then re-run to continue") from None
+        raise TrainingError(
+            f"the search stopped: {str(exc).splitlines()[0]}; narrow the search space "
+            f"(--space) or lower the learning-rate range, then re-run to continue"
+        ) from None
     if role == "worker":
         return None
     return results.write_results(project_dir, base)
@@ -101,8 +117,14 @@ def make_tuner(name, hypermodel, max_trials, epochs, seed, directory, project_na
 
     from tuning.hypermodel import OBJECTIVE
 
-    common = dict(hypermodel=hypermodel, objective=OBJECTIVE, seed=seed + 1, directory=directory,
-                  project_name=project_name, overwrite=False)
+    common = dict(
+        hypermodel=hypermodel,
+        objective=OBJECTIVE,
+        seed=seed + 1,
+        directory=directory,
+        project_name=project_name,
+        overwrite=False,
+    )
     if name == "random":
         return keras_tuner.RandomSearch(max_trials=max_trials, **common)
     if name == "bayesian":
@@ -116,7 +138,7 @@ def make_tuner(name, hypermodel, max_trials, epochs, seed, directory, project_na
 
 
 def distributed_role() -> str:
-    """"chief", "worker" or "local", from KerasTuner's own environment variables."""
+    """ "chief", "worker" or "local", from KerasTuner's own environment variables."""
     if "KERASTUNER_ORACLE_IP" not in os.environ:
         return "local"
     return "chief" if "chief" in os.environ.get("KERASTUNER_TUNER_ID", "") else "worker"
@@ -125,20 +147,28 @@ def distributed_role() -> str:
 def check_same_search(project_dir: Path, base, space, tuner: str) -> None:
     """A project continues only the search that started it: KerasTuner would otherwise mix the old space's
     trials with new settings without a word."""
-    record = {"tuner": tuner, "space": space.entries,
-              "base": settings(base.to_dict(), without=("io",))}  # as a continued train run: paths may change
+    record = {
+        "tuner": tuner,
+        "space": space.entries,
+        "base": settings(base.to_dict(), without=("io",)),
+    }  # as a continued train run: paths may change
     record = json.loads(json.dumps(record))  # as it reads back: tuples become lists
     path = project_dir / "search.json"
     started = read_json(path)
     if started is not None:
         changed = [key for key in ("tuner", "space") if started.get(key) != record[key]]
-        changed += [f"--{key.replace('_', '-')}" for key, value in record["base"].items()
-                    if started.get("base", {}).get(key) != value]
+        changed += [
+            f"--{key.replace('_', '-')}"
+            for key, value in record["base"].items()
+            if started.get("base", {}).get(key) != value
+        ]
         if changed:
             from keras_cifar.errors import ConfigError
 
-            raise ConfigError(f"{project_dir} holds a search started with other settings ({', '.join(changed)}); "
-                              f"re-run it with the flags it started with, or choose a new --project-name")
+            raise ConfigError(
+                f"{project_dir} holds a search started with other settings ({', '.join(changed)}); "
+                f"re-run it with the flags it started with, or choose a new --project-name"
+            )
         return
     project_dir.mkdir(parents=True, exist_ok=True)
     write_json(path, record)

@@ -26,10 +26,11 @@ from keras_cifar.models.registry import family
 
 # Residual and plain conv nets trained with the recipes' 128-image batches.
 STANDARD = {
-    "lr": {"sgd": {"min": 0.02, "max": 0.4, "sampling": "log"},
-           "adamw": {"min": 3e-4, "max": 3e-3, "sampling": "log"}},
-    "weight_decay": {"sgd": {"min": 5e-5, "max": 2e-3, "sampling": "log"},
-                     "adamw": {"min": 1e-3, "max": 0.1, "sampling": "log"}},
+    "lr": {"sgd": {"min": 0.02, "max": 0.4, "sampling": "log"}, "adamw": {"min": 3e-4, "max": 3e-3, "sampling": "log"}},
+    "weight_decay": {
+        "sgd": {"min": 5e-5, "max": 2e-3, "sampling": "log"},
+        "adamw": {"min": 1e-3, "max": 0.1, "sampling": "log"},
+    },
     "optimizer": {"values": ["sgd", "adamw"]},
     "batch_size": {"values": [64, 128, 256]},
     "label_smoothing": {"min": 0.0, "max": 0.2, "step": 0.05},
@@ -45,19 +46,26 @@ SPACES = {
     "resnet": STANDARD,
     "inception": STANDARD,
     # No residual paths: a lower LR ceiling (the vgg16 recipe uses half the ResNet LR).
-    "vgg": {**STANDARD, "lr": {"sgd": {"min": 0.01, "max": 0.2, "sampling": "log"},
-                               "adamw": {"min": 1e-4, "max": 2e-3, "sampling": "log"}}},
+    "vgg": {
+        **STANDARD,
+        "lr": {
+            "sgd": {"min": 0.01, "max": 0.2, "sampling": "log"},
+            "adamw": {"min": 1e-4, "max": 2e-3, "sampling": "log"},
+        },
+    },
     # The fast nets train in large batches at a high SGD LR (fast-sgd: batch 1,024, lr 1.5), or with Muon for the
     # filters (fast: batch 2,000, muon_lr 0.24, SGD lr 1.65 for the rest).
-    "fast": {**STANDARD,
-             "lr": {"min": 0.2, "max": 3.0, "sampling": "log"},
-             "weight_decay": {"min": 2e-4, "max": 5e-3, "sampling": "log"},
-             "optimizer": {"values": ["sgd", "muon"]},
-             "muon_lr": {"muon": {"min": 0.08, "max": 0.7, "sampling": "log"}},
-             "batch_size": {"values": [512, 1024, 2000]},
-             "label_smoothing": {"min": 0.0, "max": 0.3, "step": 0.05},
-             "schedule": {"values": ["onecycle", "cosine"]},
-             "dropout": {"min": 0.0, "max": 0.3, "step": 0.1}},
+    "fast": {
+        **STANDARD,
+        "lr": {"min": 0.2, "max": 3.0, "sampling": "log"},
+        "weight_decay": {"min": 2e-4, "max": 5e-3, "sampling": "log"},
+        "optimizer": {"values": ["sgd", "muon"]},
+        "muon_lr": {"muon": {"min": 0.08, "max": 0.7, "sampling": "log"}},
+        "batch_size": {"values": [512, 1024, 2000]},
+        "label_smoothing": {"min": 0.0, "max": 0.3, "step": 0.05},
+        "schedule": {"values": ["onecycle", "cosine"]},
+        "dropout": {"min": 0.0, "max": 0.3, "step": 0.1},
+    },
 }
 
 RANGE_KEYS = ("min", "max", "sampling", "step")
@@ -146,8 +154,9 @@ def _read_space_file(path) -> dict:
         if key not in FIELDS:  # the config's own "unknown setting ... Did you mean" error
             overrides_from_mapping({key: None}, str(path))
         if key not in SEARCHABLE:  # what a run trains on, where it writes, how this host runs it
-            raise ConfigError(f"{path}: '{key}' is not searched; set it on the command line "
-                              f"(--{key.replace('_', '-')})")
+            raise ConfigError(
+                f"{path}: '{key}' is not searched; set it on the command line (--{key.replace('_', '-')})"
+            )
     return data
 
 
@@ -158,8 +167,9 @@ def _per_optimizer(entry) -> bool:
 def _for_optimizers(entries: dict, base_optimizer: str) -> dict:
     """Per-optimizer entries keep only the optimizers this search can pick; with one, they become plain entries."""
     choice = entries.get("optimizer")
-    optimizers = choice["values"] if isinstance(choice, dict) and isinstance(choice.get("values"), list) \
-        else [base_optimizer]
+    optimizers = (
+        choice["values"] if isinstance(choice, dict) and isinstance(choice.get("values"), list) else [base_optimizer]
+    )
     result = {}
     for key, entry in entries.items():
         if _per_optimizer(entry):
@@ -184,15 +194,19 @@ def _merged(entry, change):
 def _check_entry(key: str, entry, config: TrainConfig, where: str):
     """The entry, its numbers coerced to the setting's type; a bad bound raises an error naming the key."""
     if _per_optimizer(entry):
-        return {opt: _check_entry(key, sub, dataclasses.replace(config, optimizer=opt), where)
-                for opt, sub in entry.items()}
+        return {
+            opt: _check_entry(key, sub, dataclasses.replace(config, optimizer=opt), where) for opt, sub in entry.items()
+        }
     if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: '{key}' should be a range {{min, max}} or a choice {{values: [...]}}, "
-                          f"got {entry!r}")
+        raise ConfigError(
+            f"{where}: '{key}' should be a range {{min, max}} or a choice {{values: [...]}}, got {entry!r}"
+        )
     unknown = set(entry) - {*RANGE_KEYS, "values"}
     if unknown:
-        raise ConfigError(f"{where}: '{key}' has unknown field(s) {sorted(unknown)}; use min/max "
-                          f"(with sampling: log|linear, step) or values")
+        raise ConfigError(
+            f"{where}: '{key}' has unknown field(s) {sorted(unknown)}; use min/max "
+            f"(with sampling: log|linear, step) or values"
+        )
     if "values" in entry:
         if set(entry) != {"values"} or not isinstance(entry["values"], list) or not entry["values"]:
             raise ConfigError(f"{where}: '{key}': values must be a non-empty list, on its own")

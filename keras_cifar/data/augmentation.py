@@ -66,14 +66,28 @@ def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0,
     if crop_padding:
         layers.append(RandomPadCrop(crop_padding, seed=seed, dtype="float32", name="random_pad_crop"))
     if rotation:
-        layers.append(keras.layers.RandomRotation(rotation / 360.0, fill_mode="reflect", seed=seed, dtype="float32",
-                                                  name="random_rotation"))
+        layers.append(
+            keras.layers.RandomRotation(
+                rotation / 360.0, fill_mode="reflect", seed=seed, dtype="float32", name="random_rotation"
+            )
+        )
     if translation:
-        layers.append(keras.layers.RandomTranslation(translation, translation, fill_mode="reflect", seed=seed,
-                                                     dtype="float32", name="random_translation"))
+        layers.append(
+            keras.layers.RandomTranslation(
+                translation, translation, fill_mode="reflect", seed=seed, dtype="float32", name="random_translation"
+            )
+        )
     if erasing:
-        layers.append(keras.layers.RandomErasing(factor=(erasing, erasing), fill_value=ERASE_FILL, value_range=(0, 255),
-                                                 seed=seed, dtype="float32", name="random_erasing"))
+        layers.append(
+            keras.layers.RandomErasing(
+                factor=(erasing, erasing),
+                fill_value=ERASE_FILL,
+                value_range=(0, 255),
+                seed=seed,
+                dtype="float32",
+                name="random_erasing",
+            )
+        )
     if not layers:
         return None
     stack = keras.Sequential(layers, name="augmentation")
@@ -84,5 +98,6 @@ def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0,
 def augmentation_from_config(config):
     """The stack for a run; with alternating flip the pipeline flips, so the stack does not."""
     random_flip = config.flip and not config.alternating_flip
-    return build_augmentation(config.crop_padding, random_flip, config.rotation, config.translation, config.erasing,
-                              seed=config.seed)
+    return build_augmentation(
+        config.crop_padding, random_flip, config.rotation, config.translation, config.erasing, seed=config.seed
+    )

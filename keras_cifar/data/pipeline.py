@@ -113,13 +113,23 @@ class AlternatingFlip:
 def steps_per_epoch(train_images: int, batch_size: int, drop_remainder: bool = False) -> int:
     """Training steps in one pass over `train_images`, the unit every schedule is planned in."""
     if drop_remainder and train_images < batch_size:
-        raise ConfigError(f"drop_remainder with {train_images} training images and batch_size {batch_size} leaves no "
-                          "full batch: lower --batch-size or turn drop_remainder off")
+        raise ConfigError(
+            f"drop_remainder with {train_images} training images and batch_size {batch_size} leaves no "
+            "full batch: lower --batch-size or turn drop_remainder off"
+        )
     return train_images // batch_size if drop_remainder else -(-train_images // batch_size)
 
 
-def training_dataset(x, y, batch_size, num_classes=10, augmentation=None, seed=0,
-                     alternating_flip: AlternatingFlip | None = None, drop_remainder=False) -> tf.data.Dataset:
+def training_dataset(
+    x,
+    y,
+    batch_size,
+    num_classes=10,
+    augmentation=None,
+    seed=0,
+    alternating_flip: AlternatingFlip | None = None,
+    drop_remainder=False,
+) -> tf.data.Dataset:
     """Shuffle, batch, augment whole batches in parallel, prefetch.
 
     The arrays are already in memory, which is what `cache()` would buy; augmenting after batching runs each

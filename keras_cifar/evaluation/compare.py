@@ -73,8 +73,11 @@ def measure_model(run: Run) -> dict:
     model = load_model_file(RunDir(run.path).model_file)
     images = np.zeros((4, *model.input_shape[1:]), dtype=np.float32)
     timing = speed(types.SimpleNamespace(predict=model.predict_on_batch), images, latency_runs=30, throughput_runs=1)
-    return {"parameters": model.count_params(), "flops": flops_per_image(model),
-            "latency_ms": timing["latency_ms_median"]}
+    return {
+        "parameters": model.count_params(),
+        "flops": flops_per_image(model),
+        "latency_ms": timing["latency_ms_median"],
+    }
 
 
 def export_figures(run: Run, exports_dir: Path | None) -> dict:
@@ -85,8 +88,10 @@ def export_figures(run: Run, exports_dir: Path | None) -> dict:
     if not report:
         return {}
     formats = report["formats"]
-    return {name: {"accuracy": row["accuracy"], "latency_ms": row["latency_ms_median"],
-                   "size_mb": row["size_bytes"] / 1e6} for name, row in formats.items()}
+    return {
+        name: {"accuracy": row["accuracy"], "latency_ms": row["latency_ms_median"], "size_mb": row["size_bytes"] / 1e6}
+        for name, row in formats.items()
+    }
 
 
 @dataclasses.dataclass
@@ -170,15 +175,21 @@ def build_report(run_paths, out: Path, exports=None, title="CIFAR-10 architectur
     blocks = [("h1", title)] + ([("p", note)] if note else [])
     parts = sections(runs)
     if len(parts) > 1:
-        blocks.append(("p", f"**These runs were scored on {len(parts)} different data sets, test sets or TTA "
-                            "settings; each is compared in its own section and no figure mixes them.**"))
+        blocks.append(
+            (
+                "p",
+                f"**These runs were scored on {len(parts)} different data sets, test sets or TTA "
+                "settings; each is compared in its own section and no figure mixes them.**",
+            )
+        )
     for number, indices in enumerate(parts, start=1):
         first = runs[indices[0]]
         fingerprint, test_images, tta = first.data_key()
         if len(parts) > 1:
             blocks.append(("h2", f"Section {number}"))
-        blocks.append(("p", f"Data fingerprint `{fingerprint}`, {test_images:,} test images, TTA {tta}; "
-                            f"{len(indices)} run(s)."))
+        blocks.append(
+            ("p", f"Data fingerprint `{fingerprint}`, {test_images:,} test images, TTA {tta}; {len(indices)} run(s).")
+        )
         groups = group_runs([runs[i] for i in indices], [measured[i] for i in indices])
         blocks += build_section(groups, first.data["class_names"], out, prefix=f"s{number}_" if len(parts) > 1 else "")
     write_atomic(out / "report.md", render_markdown(blocks, out))

@@ -38,8 +38,15 @@ def plot_curves(groups, path):
             x = np.cumsum(history["epoch_seconds"]) / 60 if by_time else [e + 1 for e in history.get("epoch", [])]
             for ax, metric in zip(axes, ("accuracy", "loss")):
                 if prefix + metric in history:
-                    ax.plot(x, history[prefix + metric], color=colour, alpha=0.85, marker="o", markersize=3,
-                            label=group.label if i == 0 else None)
+                    ax.plot(
+                        x,
+                        history[prefix + metric],
+                        color=colour,
+                        alpha=0.85,
+                        marker="o",
+                        markersize=3,
+                        label=group.label if i == 0 else None,
+                    )
     for ax, metric in zip(axes, ("accuracy", "loss")):
         ax.set_xlabel("training minutes (epoch ends)" if by_time else "epoch")
         ax.set_ylabel(f"validation {metric} (training where no validation)")
@@ -49,14 +56,25 @@ def plot_curves(groups, path):
 
 
 def plot_f1_heatmap(groups, class_names, path):
-    f1 = np.array([[np.mean([run.metrics["per_class"][name]["f1"] for run in group.runs])
-                    for name in class_names] for group in groups])
+    f1 = np.array(
+        [
+            [np.mean([run.metrics["per_class"][name]["f1"] for run in group.runs]) for name in class_names]
+            for group in groups
+        ]
+    )
     fig = Figure(figsize=(1.0 * len(class_names) + 3, 0.5 * len(groups) + 2))
     ax = fig.add_subplot()
     image = ax.imshow(f1, cmap="viridis", vmin=max(0.0, f1.min() - 0.02), vmax=1.0, aspect="auto")
     for (row, column), value in np.ndenumerate(f1):
-        ax.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                color="white" if value < (f1.min() + 1.0) / 2 else "black")
+        ax.text(
+            column,
+            row,
+            f"{value:.2f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value < (f1.min() + 1.0) / 2 else "black",
+        )
     ax.set_xticks(range(len(class_names)), labels=class_names, rotation=45, ha="right", rotation_mode="anchor")
     ax.set_yticks(range(len(groups)), labels=[g.label for g in groups])
     ax.set_title("per-class F1 on the test set (mean over seeds)")
@@ -92,7 +110,7 @@ def plot_tradeoffs(groups, path):
     for colour, group in zip(_colours(len(groups)), groups):
         y, err = group.mean(accuracy), group.std(accuracy) or 0.0
         for ax, key in zip(axes, ("parameters", "latency_ms")):
-            x = group.mean(lambda r, m: m[key])
+            x = group.mean(lambda r, m, key=key: m[key])
             ax.errorbar(x, y, yerr=err, fmt="o", color=colour, capsize=3, label=group.label)
             ax.annotate(group.label.split(" ")[0], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
     for ax, label in zip(axes, ("parameters", "CPU latency, batch 1 (ms)")):
@@ -113,8 +131,12 @@ def plot_confused_pairs(groups, class_names, path, k=5):
     for i, group in enumerate(groups):
         ax = fig.add_subplot(math.ceil(len(groups) / 2), min(2, len(groups)), i + 1)
         top = confused_pairs(group, class_names, k)
-        ax.barh([f"{true} → {predicted}" for true, predicted, _ in top][::-1], [count for *_, count in top][::-1],
-                color="tab:red", alpha=0.7)
+        ax.barh(
+            [f"{true} → {predicted}" for true, predicted, _ in top][::-1],
+            [count for *_, count in top][::-1],
+            color="tab:red",
+            alpha=0.7,
+        )
         ax.set_title(group.label, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.set_xlabel("test images (all seeds)", fontsize=7)

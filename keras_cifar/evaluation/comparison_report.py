@@ -24,23 +24,42 @@ def _opt(value, fmt):
 
 def summary_table(groups: list[Group]) -> tuple[list, list]:
     export_formats = sorted({f for g in groups for r in g.runs for f in r.exports})
-    header = ["architecture", "runs", "test acc %", "macro P", "macro R", "macro F1", "top-5 %", "params (M)",
-              "GFLOPs/img", "train time (s)", "epochs (best)", "train img/s", "CPU latency ms"]
+    header = [
+        "architecture",
+        "runs",
+        "test acc %",
+        "macro P",
+        "macro R",
+        "macro F1",
+        "top-5 %",
+        "params (M)",
+        "GFLOPs/img",
+        "train time (s)",
+        "epochs (best)",
+        "train img/s",
+        "CPU latency ms",
+    ]
     header += [f"{f} acc % / ms" for f in export_formats]
     rows = []
     for g in groups:
-        mean = lambda key: g.mean(key)  # noqa: E731
-        training = lambda field: [r.training.get(field) for r in g.runs]  # noqa: E731
+        mean = g.mean
+        training = lambda field, g=g: [r.training.get(field) for r in g.runs]  # noqa: E731
         best = [b for b in training("best_epoch") if b]
-        row = [g.label, str(len(g.runs)), _pm(g, ACCURACY),
-               f"{mean(lambda r, m: r.metrics['precision_macro']):.4f}",
-               f"{mean(lambda r, m: r.metrics['recall_macro']):.4f}", _pm(g, lambda r, m: r.metrics["f1_macro"], 4),
-               f"{mean(lambda r, m: 100 * r.metrics['top5_accuracy']):.2f}", f"{mean(lambda r, m: m['parameters']) / 1e6:.2f}",
-               f"{mean(lambda r, m: m['flops']) / 1e9:.3f}",
-               _opt(_mean_or_none(training("training_seconds")), ".0f"),
-               f"{_mean_or_none(training('epochs_run')):.0f}" + (f" ({sorted(best)[len(best) // 2]})" if best else ""),
-               _opt(_mean_or_none(training("train_images_per_second")), ".0f"),
-               f"{mean(lambda r, m: m['latency_ms']):.2f}"]
+        row = [
+            g.label,
+            str(len(g.runs)),
+            _pm(g, ACCURACY),
+            f"{mean(lambda r, m: r.metrics['precision_macro']):.4f}",
+            f"{mean(lambda r, m: r.metrics['recall_macro']):.4f}",
+            _pm(g, lambda r, m: r.metrics["f1_macro"], 4),
+            f"{mean(lambda r, m: 100 * r.metrics['top5_accuracy']):.2f}",
+            f"{mean(lambda r, m: m['parameters']) / 1e6:.2f}",
+            f"{mean(lambda r, m: m['flops']) / 1e9:.3f}",
+            _opt(_mean_or_none(training("training_seconds")), ".0f"),
+            f"{_mean_or_none(training('epochs_run')):.0f}" + (f" ({sorted(best)[len(best) // 2]})" if best else ""),
+            _opt(_mean_or_none(training("train_images_per_second")), ".0f"),
+            f"{mean(lambda r, m: m['latency_ms']):.2f}",
+        ]
         for fmt in export_formats:
             figures = [r.exports[fmt] for r in g.runs if fmt in r.exports]
             row.append(f"{100 * figures[0]['accuracy']:.2f} / {figures[0]['latency_ms']:.2f}" if figures else "—")
@@ -61,10 +80,14 @@ def best_under_each_criterion(groups: list[Group]) -> list[str]:
         ("fewest FLOPs per image", lambda r, m: m["flops"] / 1e9, min, "{:.3f} GFLOPs"),
         ("lowest CPU latency", lambda r, m: m["latency_ms"], min, "{:.2f} ms"),
         ("fastest training", lambda r, m: r.training.get("train_images_per_second") or 0.0, max, "{:.0f} img/s"),
-        ("most accuracy per training second",
-         lambda r, m: 100 * r.accuracy / r.training["training_seconds"] if r.training.get("training_seconds") else 0.0,
-         max,
-         "{:.4f} points/s"),
+        (
+            "most accuracy per training second",
+            lambda r, m: (
+                100 * r.accuracy / r.training["training_seconds"] if r.training.get("training_seconds") else 0.0
+            ),
+            max,
+            "{:.4f} points/s",
+        ),
     ]
     lines = []
     for name, key, pick, fmt in criteria:
@@ -75,8 +98,19 @@ def best_under_each_criterion(groups: list[Group]) -> list[str]:
 
 def per_run_table(groups: list[Group]) -> tuple[list, list]:
     header = ["run", "architecture", "seed", "test acc %", "macro F1", "train time (s)", "run dir"]
-    rows = [[r.name, g.label, str(r.config["seed"]), f"{100 * r.accuracy:.2f}", f"{r.metrics['f1_macro']:.4f}",
-             _opt(r.training.get("training_seconds"), ".0f"), str(r.path)] for g in groups for r in g.runs]
+    rows = [
+        [
+            r.name,
+            g.label,
+            str(r.config["seed"]),
+            f"{100 * r.accuracy:.2f}",
+            f"{r.metrics['f1_macro']:.4f}",
+            _opt(r.training.get("training_seconds"), ".0f"),
+            str(r.path),
+        ]
+        for g in groups
+        for r in g.runs
+    ]
     return header, rows
 
 
@@ -84,8 +118,13 @@ def spread_table(groups: list[Group]) -> tuple[list, list]:
     header = ["A", "B", "A − B (points)", "test", "larger than seed spread?"]
     rows = []
     for p in pairs(groups):
-        detail = (f"p = {p['p_value']:.3f}" if "p_value" in p else
-                  f"2σ = {2 * p['spread_points']:.2f}" if "spread_points" in p else "")
+        detail = (
+            f"p = {p['p_value']:.3f}"
+            if "p_value" in p
+            else f"2σ = {2 * p['spread_points']:.2f}"
+            if "spread_points" in p
+            else ""
+        )
         verdict = {True: "yes", False: "no", None: "unknown (one run each)"}[p["larger_than_spread"]]
         rows.append([p["a"], p["b"], f"{p['difference_points']:+.2f}", f"{p['test']} {detail}".strip(), verdict])
     return header, rows
@@ -96,23 +135,36 @@ def build_section(groups: list[Group], class_names, out: Path, prefix: str) -> l
     figures = {
         "curves": ("Validation curves", plots.plot_curves, (groups,)),
         "f1": ("Per-class F1", plots.plot_f1_heatmap, (groups, class_names)),
-        "confusion": ("Confusion matrices (rows: share of the true class; all seeds summed)",
-                      plots.plot_confusion_grid, (groups, class_names)),
+        "confusion": (
+            "Confusion matrices (rows: share of the true class; all seeds summed)",
+            plots.plot_confusion_grid,
+            (groups, class_names),
+        ),
         "tradeoffs": ("Accuracy against size and latency (error bars: seed std)", plots.plot_tradeoffs, (groups,)),
         "pairs": ("Most-confused class pairs", plots.plot_confused_pairs, (groups, class_names)),
     }
-    blocks = [("table", *summary_table(groups)), ("h3", "Best under each criterion"),
-              ("list", best_under_each_criterion(groups)), ("h3", "Seeds: is a difference real?"),
-              ("p", "Each pair of rows above: the accuracy difference, and whether it is larger than the "
-                    "seed-to-seed spread (Welch's t-test where both have two or more seeds; else twice the "
-                    "standard deviation of the side that has seeds)."),
-              ("table", *spread_table(groups)), ("h3", "Every run"), ("table", *per_run_table(groups))]
+    blocks = [
+        ("table", *summary_table(groups)),
+        ("h3", "Best under each criterion"),
+        ("list", best_under_each_criterion(groups)),
+        ("h3", "Seeds: is a difference real?"),
+        (
+            "p",
+            "Each pair of rows above: the accuracy difference, and whether it is larger than the "
+            "seed-to-seed spread (Welch's t-test where both have two or more seeds; else twice the "
+            "standard deviation of the side that has seeds).",
+        ),
+        ("table", *spread_table(groups)),
+        ("h3", "Every run"),
+        ("table", *per_run_table(groups)),
+    ]
     for key, (title, plot, args) in figures.items():
         path = out / f"{prefix}{key}.png"
         plot(*args, path)
         blocks += [("h3", title), ("image", path)]
-    confused = [[g.label, ", ".join(f"{t} → {p} ({c})" for t, p, c in plots.confused_pairs(g, class_names, 3))]
-                for g in groups]
+    confused = [
+        [g.label, ", ".join(f"{t} → {p} ({c})" for t, p, c in plots.confused_pairs(g, class_names, 3))] for g in groups
+    ]
     blocks += [("table", ["architecture", "top-3 confusions (true → predicted, count)"], confused)]
     return blocks
 
@@ -152,16 +204,24 @@ def render_html(blocks, title: str) -> str:
             body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in content[0]) + "</ul>")
         elif kind == "table":
             header, rows = content
-            body.append("<div class='scroll'><table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header)
-                        + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row)
-                                                            + "</tr>" for row in rows) + "</tbody></table></div>")
+            body.append(
+                "<div class='scroll'><table><thead><tr>"
+                + "".join(f"<th>{html.escape(h)}</th>" for h in header)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+                + "</tbody></table></div>"
+            )
         elif kind == "image":
             data = base64.b64encode(Path(content[0]).read_bytes()).decode()
             body.append(f"<img alt='{html.escape(content[0].stem)}' src='data:image/png;base64,{data}'>")
-    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-             "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-             "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
-             ".scroll{overflow-x:auto}img{max-width:100%}.warning{background:#fff3cd;padding:.5em 1em}")
-    return (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{style}</style></head>"
-            f"<body>{''.join(body)}</body></html>\n")
+    style = (
+        "body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+        "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+        ".scroll{overflow-x:auto}img{max-width:100%}.warning{background:#fff3cd;padding:.5em 1em}"
+    )
+    return (
+        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{style}</style></head>"
+        f"<body>{''.join(body)}</body></html>\n"
+    )

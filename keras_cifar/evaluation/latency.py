@@ -8,8 +8,9 @@ import time
 import numpy as np
 
 
-def speed(predictor, images: np.ndarray, latency_runs: int = 50, throughput_batch: int = 64,
-          throughput_runs: int = 5) -> dict:
+def speed(
+    predictor, images: np.ndarray, latency_runs: int = 50, throughput_batch: int = 64, throughput_runs: int = 5
+) -> dict:
     """Batch-1 latency (median, p95) and batch-64 throughput; a few untimed calls first absorb one-off set-up."""
     single, batch = images[:1], np.resize(images, (throughput_batch, *images.shape[1:]))
     for _ in range(3):

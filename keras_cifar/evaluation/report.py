@@ -55,9 +55,19 @@ def report_run(out, x_test, y_test, class_names, tta="none", model_path=None, da
     if out.history_file.is_file():
         extra["training"] = training_summary(out.history_file)
         plot_training_curves(out.history_file, out / "training_curves.png", title=f"{model.name} training")
-    plot_confusion_matrix(metrics["confusion_matrix"], class_names, out / "confusion_matrix.png",
-                          title=f"{model.name}: test accuracy {metrics['accuracy']:.2%}")
+    plot_confusion_matrix(
+        metrics["confusion_matrix"],
+        class_names,
+        out / "confusion_matrix.png",
+        title=f"{model.name}: test accuracy {metrics['accuracy']:.2%}",
+    )
     write_metrics(metrics, out / RunDir.METRICS, extra=extra)
-    print(format_metrics_table(metrics, title=f"{model.name} on {metrics['num_test_images']} test images"
-                                               f"{'' if tta in ('none', False) else f' (TTA: {tta})'}"), flush=True)
+    print(
+        format_metrics_table(
+            metrics,
+            title=f"{model.name} on {metrics['num_test_images']} test images"
+            f"{'' if tta in ('none', False) else f' (TTA: {tta})'}",
+        ),
+        flush=True,
+    )
     return metrics

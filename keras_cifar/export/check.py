@@ -27,14 +27,20 @@ def check_format(predictor, images, labels, reference, max_drop_points) -> dict:
 
 
 def format_report_table(report: dict) -> str:
-    header = (f"{'format':<20} {'size MB':>8} {'accuracy':>9} {'delta pt':>9} {'agree':>7} {'max gap':>8} "
-              f"{'p50 ms':>7} {'p95 ms':>7} {'img/s@64':>9}")
+    header = (
+        f"{'format':<20} {'size MB':>8} {'accuracy':>9} {'delta pt':>9} {'agree':>7} {'max gap':>8} "
+        f"{'p50 ms':>7} {'p95 ms':>7} {'img/s@64':>9}"
+    )
     lines = [header, "-" * len(header)]
     for name, row in report["formats"].items():
-        lines.append(f"{name:<20} {row['size_bytes'] / 1e6:>8.2f} {row['accuracy']:>9.2%} "
-                     f"{row['accuracy_delta_points']:>+9.2f} {row['top1_agreement']:>7.2%} "
-                     f"{row['max_probability_gap']:>8.4f} {row['latency_ms_median']:>7.2f} {row['latency_ms_p95']:>7.2f} "
-                     f"{row['throughput_images_per_second']:>9.0f}{'  FLAGGED' if row['flagged'] else ''}")
-    lines.append(f"reference: Keras float32 on {report['num_test_images']} test images; flagged = accuracy more "
-                 f"than {report['max_accuracy_drop_points']:g} points below it")
+        lines.append(
+            f"{name:<20} {row['size_bytes'] / 1e6:>8.2f} {row['accuracy']:>9.2%} "
+            f"{row['accuracy_delta_points']:>+9.2f} {row['top1_agreement']:>7.2%} "
+            f"{row['max_probability_gap']:>8.4f} {row['latency_ms_median']:>7.2f} {row['latency_ms_p95']:>7.2f} "
+            f"{row['throughput_images_per_second']:>9.0f}{'  FLAGGED' if row['flagged'] else ''}"
+        )
+    lines.append(
+        f"reference: Keras float32 on {report['num_test_images']} test images; flagged = accuracy more "
+        f"than {report['max_accuracy_drop_points']:g} points below it"
+    )
     return "\n".join(lines)

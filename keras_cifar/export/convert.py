@@ -15,6 +15,7 @@ import numpy as np
 from keras_cifar.errors import KerasCifarError
 from keras_cifar.export.formats import IMAGE_SIGNATURE, UINT8_SIGNATURE
 
+
 class ExportError(KerasCifarError):
     """A model that cannot be exported to a requested format."""
 
@@ -50,10 +51,16 @@ def export_savedmodel(model: keras.Model, directory: Path) -> Path:
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint(IMAGE_SIGNATURE, serve,
-                         input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")])
-    archive.add_endpoint(UINT8_SIGNATURE, lambda images: serve(tf.cast(images, tf.float32)),
-                         input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")])
+    archive.add_endpoint(
+        IMAGE_SIGNATURE,
+        serve,
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.float32, name="images")],
+    )
+    archive.add_endpoint(
+        UINT8_SIGNATURE,
+        lambda images: serve(tf.cast(images, tf.float32)),
+        input_signature=[tf.TensorSpec([None, height, width, channels], tf.uint8, name="images")],
+    )
     archive.write_out(str(directory), verbose=False)
     return directory
 

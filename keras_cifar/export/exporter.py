@@ -65,8 +65,10 @@ def model_card(record, run_metrics: dict, report: dict) -> str:
         f"- Data: CIFAR-10 ({data['source']}, fingerprint `{data['fingerprint']}`), splits {data['sizes']}.",
     ]
     if run_metrics:
-        lines.append(f"- Test accuracy of the trained model: {run_metrics['accuracy']:.2%} (TTA: {tta}), macro F1 "
-                     f"{run_metrics['f1_macro']:.4f}, on {run_metrics['num_test_images']:,} test images.")
+        lines.append(
+            f"- Test accuracy of the trained model: {run_metrics['accuracy']:.2%} (TTA: {tta}), macro F1 "
+            f"{run_metrics['f1_macro']:.4f}, on {run_metrics['num_test_images']:,} test images."
+        )
     lines += [
         f"- Input: {INPUT_DESCRIPTION}. Output: probabilities over {', '.join(report['labels'])}.",
         "",
@@ -76,10 +78,12 @@ def model_card(record, run_metrics: dict, report: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, row in report["formats"].items():
-        lines.append(f"| {name} | `{row['file']}` | {row['size_bytes'] / 1e6:.2f} MB | {row['accuracy']:.2%} | "
-                     f"{row['accuracy_delta_points']:+.2f} pt{' (flagged)' if row['flagged'] else ''} | "
-                     f"{row['top1_agreement']:.2%} | {row['latency_ms_median']:.2f} / {row['latency_ms_p95']:.2f} ms | "
-                     f"{row['throughput_images_per_second']:.0f} |")
+        lines.append(
+            f"| {name} | `{row['file']}` | {row['size_bytes'] / 1e6:.2f} MB | {row['accuracy']:.2%} | "
+            f"{row['accuracy_delta_points']:+.2f} pt{' (flagged)' if row['flagged'] else ''} | "
+            f"{row['top1_agreement']:.2%} | {row['latency_ms_median']:.2f} / {row['latency_ms_p95']:.2f} ms | "
+            f"{row['throughput_images_per_second']:.0f} |"
+        )
     lines += [
         "",
         f"Measured on {report['cpu']} with {report['tflite_runtime']}; reference: the Keras model in float32.",
@@ -94,8 +98,7 @@ def model_card(record, run_metrics: dict, report: dict) -> str:
     return "\n".join(lines)
 
 
-def export_run(run_dir, out, formats, images, labels, calibration_images, class_names,
-               max_drop_points=1.0) -> dict:
+def export_run(run_dir, out, formats, images, labels, calibration_images, class_names, max_drop_points=1.0) -> dict:
     """Write every requested format into `out`, check each on (`images`, `labels`), and document the folder.
 
     The folder is built beside `out` and renamed into place only when whole, so a kill at any moment leaves the
@@ -128,29 +131,52 @@ def _build(run_dir, out: Path, formats, images, labels, calibration_images, clas
             FORMATS[name].convert(model, out / FORMATS[name].file, out, calibration_images)
 
     reference = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
-    report = {"run_dir": str(run.path), "architecture": record.arch, "labels": list(class_names),
-              "num_test_images": len(labels), "max_accuracy_drop_points": max_drop_points,
-              "keras_float32_accuracy": float(np.mean(reference.argmax(1) == labels)),
-              "cpu": cpu_info()["model"], "tflite_runtime": tflite_interpreter_class()[1], "formats": {}}
+    report = {
+        "run_dir": str(run.path),
+        "architecture": record.arch,
+        "labels": list(class_names),
+        "num_test_images": len(labels),
+        "max_accuracy_drop_points": max_drop_points,
+        "keras_float32_accuracy": float(np.mean(reference.argmax(1) == labels)),
+        "cpu": cpu_info()["model"],
+        "tflite_runtime": tflite_interpreter_class()[1],
+        "formats": {},
+    }
     for name in formats:
         row = check_format(load_predictor(out, name), images, labels, reference, max_drop_points)
-        report["formats"][name] = {"file": FORMATS[name].file, "description": FORMATS[name].description,
-                                   "size_bytes": file_size(out / FORMATS[name].file), **row}
+        report["formats"][name] = {
+            "file": FORMATS[name].file,
+            "description": FORMATS[name].description,
+            "size_bytes": file_size(out / FORMATS[name].file),
+            **row,
+        }
     if "savedmodel" not in formats:
         shutil.rmtree(out / "savedmodel", ignore_errors=True)
 
     (out / "labels.txt").write_text("\n".join(class_names) + "\n")
     write_json(out / "export_report.json", report, sort_keys=False)  # formats in registry order
     (out / "model_card.md").write_text(model_card(record, run_metrics, report))
-    write_json(out / "metadata.json", sort_keys=False, payload={
-        "name": "cifar10", "architecture": record.arch, "parameters": record.model["parameters"],
-        "input_shape": list(images.shape[1:]), "input": INPUT_DESCRIPTION, "labels": list(class_names),
-        # The served file's own accuracy is in formats; the run's (possibly with TTA) is kept for reference.
-        "num_test_images": len(labels),
-        "run_metrics": {k: run_metrics[k] for k in ("accuracy", "f1_macro", "num_test_images", "tta") if k in run_metrics},
-        "formats": {name: {k: row[k] for k in ("file", "accuracy", "size_bytes", "latency_ms_median")}
-                    for name, row in report["formats"].items()},
-        "samples": write_samples(out, images, labels, class_names),
-    })
+    write_json(
+        out / "metadata.json",
+        sort_keys=False,
+        payload={
+            "name": "cifar10",
+            "architecture": record.arch,
+            "parameters": record.model["parameters"],
+            "input_shape": list(images.shape[1:]),
+            "input": INPUT_DESCRIPTION,
+            "labels": list(class_names),
+            # The served file's own accuracy is in formats; the run's (possibly with TTA) is kept for reference.
+            "num_test_images": len(labels),
+            "run_metrics": {
+                k: run_metrics[k] for k in ("accuracy", "f1_macro", "num_test_images", "tta") if k in run_metrics
+            },
+            "formats": {
+                name: {k: row[k] for k in ("file", "accuracy", "size_bytes", "latency_ms_median")}
+                for name, row in report["formats"].items()
+            },
+            "samples": write_samples(out, images, labels, class_names),
+        },
+    )
     print(format_report_table(report), flush=True)
     return report

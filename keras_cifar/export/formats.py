@@ -55,20 +55,46 @@ def _load_tflite(path):
     return TFLitePredictor(path)
 
 
-FORMATS = {f.name: f for f in (
-    ExportFormat("savedmodel", "savedmodel/1",
-                 "SavedModel for TF Serving: float32 or uint8 0-255 images in, probabilities out",
-                 _savedmodel, _load_savedmodel),
-    ExportFormat("tflite-float32", "model_float32.tflite", "TFLite, float32 weights and activations",
-                 _tflite("tflite-float32"), _load_tflite),
-    ExportFormat("tflite-float16", "model_float16.tflite", "TFLite, float16 weights (half the size), float32 compute",
-                 _tflite("tflite-float16"), _load_tflite),
-    ExportFormat("tflite-dynamic-int8", "model_dynamic_int8.tflite",
-                 "TFLite, int8 weights, activations quantised on the fly", _tflite("tflite-dynamic-int8"), _load_tflite),
-    ExportFormat("tflite-int8", "model_int8.tflite",
-                 "TFLite, full integer: int8 weights and activations, uint8 pixels in", _tflite("tflite-int8"),
-                 _load_tflite),
-)}
+FORMATS = {
+    f.name: f
+    for f in (
+        ExportFormat(
+            "savedmodel",
+            "savedmodel/1",
+            "SavedModel for TF Serving: float32 or uint8 0-255 images in, probabilities out",
+            _savedmodel,
+            _load_savedmodel,
+        ),
+        ExportFormat(
+            "tflite-float32",
+            "model_float32.tflite",
+            "TFLite, float32 weights and activations",
+            _tflite("tflite-float32"),
+            _load_tflite,
+        ),
+        ExportFormat(
+            "tflite-float16",
+            "model_float16.tflite",
+            "TFLite, float16 weights (half the size), float32 compute",
+            _tflite("tflite-float16"),
+            _load_tflite,
+        ),
+        ExportFormat(
+            "tflite-dynamic-int8",
+            "model_dynamic_int8.tflite",
+            "TFLite, int8 weights, activations quantised on the fly",
+            _tflite("tflite-dynamic-int8"),
+            _load_tflite,
+        ),
+        ExportFormat(
+            "tflite-int8",
+            "model_int8.tflite",
+            "TFLite, full integer: int8 weights and activations, uint8 pixels in",
+            _tflite("tflite-int8"),
+            _load_tflite,
+        ),
+    )
+}
 
 
 def get_format(name: str) -> ExportFormat:

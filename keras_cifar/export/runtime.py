@@ -87,8 +87,9 @@ def load_predictor(export_dir, fmt: str):
     export_format = get_format(fmt)
     path = Path(export_dir) / export_format.file
     if not path.exists():
-        raise CheckpointError(f"{path} not found: export the model with "
-                              f"`python -m keras_cifar.export RUN_DIR --formats {fmt}` first")
+        raise CheckpointError(
+            f"{path} not found: export the model with `python -m keras_cifar.export RUN_DIR --formats {fmt}` first"
+        )
     try:
         return export_format.load(path)
     except Exception as exc:  # noqa: BLE001 - parse and load errors all mean an unusable file
@@ -102,7 +103,7 @@ def top_k(probabilities: np.ndarray, labels, k: int) -> list[dict]:
 
 
 def predict_in_batches(predictor, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    return np.concatenate([predictor.predict(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    return np.concatenate([predictor.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
 # The default format to serve: the float TFLite file needs no TensorFlow at run time and loads in milliseconds.
@@ -157,10 +158,17 @@ def _usable_samples(export_dir: Path, samples: list) -> list[dict]:
             log.warning('%s/metadata.json: sample %.100r ignored: not {"label": ..., "file": ...}', export_dir, entry)
             continue
         path = (export_dir / entry["file"]).resolve()
-        reason = ("it is outside the export folder" if not path.is_relative_to(root) else
-                  "it is not a .png file" if path.suffix.lower() != ".png" else
-                  "the file does not exist" if not path.is_file() else
-                  "another sample has the same file name" if path.name in names else None)
+        reason = (
+            "it is outside the export folder"
+            if not path.is_relative_to(root)
+            else "it is not a .png file"
+            if path.suffix.lower() != ".png"
+            else "the file does not exist"
+            if not path.is_file()
+            else "another sample has the same file name"
+            if path.name in names
+            else None
+        )
         if reason:
             log.warning("%s/metadata.json: sample %.100r ignored: %s", export_dir, entry["file"], reason)
             continue
@@ -178,22 +186,27 @@ def read_metadata(export_dir) -> dict:
     metadata_file = export_dir / "metadata.json"
     again = f"export the model again (`python -m keras_cifar.export RUN_DIR --out {export_dir}`)"
     if not metadata_file.is_file():
-        raise CheckpointError(f"{export_dir} is not an export folder (no metadata.json): run "
-                              "`python -m keras_cifar.export RUN_DIR --out FOLDER` first")
+        raise CheckpointError(
+            f"{export_dir} is not an export folder (no metadata.json): run "
+            "`python -m keras_cifar.export RUN_DIR --out FOLDER` first"
+        )
     try:
         with metadata_file.open("rb") as file:
             text = file.read(MAX_METADATA_BYTES + 1)
     except OSError as exc:
         raise CheckpointError(f"cannot read {metadata_file} ({exc.strerror})") from None
     if len(text) > MAX_METADATA_BYTES:
-        raise CheckpointError(f"{metadata_file} is larger than {MAX_METADATA_BYTES:,} bytes, so it is not the one "
-                              f"the exporter wrote; {again}")
+        raise CheckpointError(
+            f"{metadata_file} is larger than {MAX_METADATA_BYTES:,} bytes, so it is not the one "
+            f"the exporter wrote; {again}"
+        )
     try:
         metadata = json.loads(text)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8, over-long integers, deep nesting
         detail = " ".join(str(exc).split())[:150]
-        raise CheckpointError(f"{metadata_file} is not valid JSON ({detail}); it may have been cut short while "
-                              f"being written: {again}") from None
+        raise CheckpointError(
+            f"{metadata_file} is not valid JSON ({detail}); it may have been cut short while being written: {again}"
+        ) from None
     problem = _metadata_problem(metadata)
     if problem:
         raise CheckpointError(f"{metadata_file} is not usable: {problem}; {again}")
@@ -220,11 +233,15 @@ def open_export(export_dir, fmt: str | None = None):
     try:
         outputs = np.asarray(predictor.predict(np.zeros((1, *shape), dtype=np.float32)))
     except Exception as exc:  # noqa: BLE001 - any failure here means the file and metadata.json disagree
-        raise CheckpointError(f"the {fmt} model in {export_dir} does not run on input of shape {shape} as "
-                              f"metadata.json says ({type(exc).__name__}: {' '.join(str(exc).split())[:150]}); "
-                              "export the model again") from None
+        raise CheckpointError(
+            f"the {fmt} model in {export_dir} does not run on input of shape {shape} as "
+            f"metadata.json says ({type(exc).__name__}: {' '.join(str(exc).split())[:150]}); "
+            "export the model again"
+        ) from None
     if outputs.shape != (1, len(labels)):
-        raise CheckpointError(f"{export_dir}/metadata.json lists {len(labels)} labels but the {fmt} model outputs "
-                              f"{outputs.shape[-1] if outputs.ndim == 2 else list(outputs.shape)} values an image; "
-                              "export the model again")
+        raise CheckpointError(
+            f"{export_dir}/metadata.json lists {len(labels)} labels but the {fmt} model outputs "
+            f"{outputs.shape[-1] if outputs.ndim == 2 else list(outputs.shape)} values an image; "
+            "export the model again"
+        )
     return predictor, fmt, metadata

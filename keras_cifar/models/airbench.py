@@ -53,28 +53,38 @@ def batch_norm(x, bn_momentum, name):
 
 def conv_group(x, filters, bn_momentum, name):
     """conv → max-pool → BN → GELU → conv → BN → GELU; pooling before the first BN halves its cost."""
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
-                            name=f"{name}_conv1")(x)
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv1"
+    )(x)
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn1")
     x = GELU(name=f"{name}_gelu1")(x)
-    x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(),
-                            name=f"{name}_conv2")(x)
+    x = keras.layers.Conv2D(
+        filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv2"
+    )(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn2")
     return GELU(name=f"{name}_gelu2")(x)
 
 
 def whitening(x):
     """The frozen 2×2 whitening conv; its bias stays trainable (airbench trains it for the first epochs)."""
-    layer = keras.layers.Conv2D(WHITEN_FILTERS, WHITEN_KERNEL, padding="valid", use_bias=True, dtype="float32",
-                                name="whiten")
+    layer = keras.layers.Conv2D(
+        WHITEN_FILTERS, WHITEN_KERNEL, padding="valid", use_bias=True, dtype="float32", name="whiten"
+    )
     x = layer(x)
     layer.kernel.trainable = False
     return GELU(name="whiten_gelu")(x)
 
 
-def airbench(width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.6, widths=WIDTHS,
-             logit_scale=1 / 9):
+def airbench(
+    width_multiplier=1.0,
+    num_classes=10,
+    augmentation=None,
+    dropout=0.0,
+    bn_momentum=0.6,
+    widths=WIDTHS,
+    logit_scale=1 / 9,
+):
     """airbench94 at `widths` (64, 256, 256) × `width_multiplier`; `bn_momentum` 0.6 is airbench's (PyTorch 0.4).
 
     `logit_scale` divides the logits, a fixed temperature that the short schedule measurably prefers.

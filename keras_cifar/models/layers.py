@@ -34,8 +34,14 @@ class BatchNorm(keras.layers.BatchNormalization):
         return super().add_weight(*args, trainable=trainable, **kwargs)
 
     def _fusable(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None and not self.renorm
-                and not self.synchronized and len(inputs.shape) == 4 and self.axis in (-1, 3))
+        return (
+            keras.backend.backend() == "tensorflow"
+            and mask is None
+            and not self.renorm
+            and not self.synchronized
+            and len(inputs.shape) == 4
+            and self.axis in (-1, 3)
+        )
 
     def call(self, inputs, training=None, mask=None):
         if not self._fusable(inputs, mask):
@@ -49,8 +55,15 @@ class BatchNorm(keras.layers.BatchNormalization):
         # The raw op, not tf.nn's wrapper: the wrapper raises epsilon to 1e-5, which changes airbench's BN.
         if training and self.trainable:
             y, mean, unbiased_variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta, mean=tf.constant([], tf.float32),
-                variance=tf.constant([], tf.float32), epsilon=self.epsilon, data_format="NHWC", is_training=True)
+                x=x,
+                scale=gamma,
+                offset=beta,
+                mean=tf.constant([], tf.float32),
+                variance=tf.constant([], tf.float32),
+                epsilon=self.epsilon,
+                data_format="NHWC",
+                is_training=True,
+            )
             # The kernel returns the unbiased variance; Keras's moving variance is the biased one.
             count = tf.cast(tf.reduce_prod(tf.shape(x)[:-1]), tf.float32)
             variance = unbiased_variance * (count - 1.0) / count
@@ -58,8 +71,15 @@ class BatchNorm(keras.layers.BatchNormalization):
             self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
             return y
         y, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=gamma, offset=beta, mean=self.moving_mean, variance=self.moving_variance,
-            epsilon=self.epsilon, data_format="NHWC", is_training=False)
+            x=x,
+            scale=gamma,
+            offset=beta,
+            mean=self.moving_mean,
+            variance=self.moving_variance,
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=False,
+        )
         return y
 
 

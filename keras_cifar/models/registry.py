@@ -30,8 +30,10 @@ MODELS = {
 ALIASES = {"googlenet": "inception"}
 
 # Names for sets of architectures (`python -m keras_cifar.suite --archs classic`).
-GROUPS = {group: tuple(name for name, a in MODELS.items() if a.group == group)
-          for group in dict.fromkeys(a.group for a in MODELS.values())}
+GROUPS = {
+    group: tuple(name for name, a in MODELS.items() if a.group == group)
+    for group in dict.fromkeys(a.group for a in MODELS.values())
+}
 
 # Options every builder takes; anything else a builder accepts is specific to its family.
 COMMON_OPTIONS = ("width_multiplier", "num_classes", "augmentation", "dropout", "bn_momentum")
@@ -68,9 +70,7 @@ def expand_names(names):
     return expanded
 
 
-def build_model(
-    name, width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.9, **kwargs
-):
+def build_model(name, width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.9, **kwargs):
     """Builds the named architecture, uncompiled.
 
     Settings are checked here, where the message can name the setting, rather than failing deep

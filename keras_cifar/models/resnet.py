@@ -76,9 +76,7 @@ def bottleneck_block(x, filters, strides, name, bn_momentum=BN_MOMENTUM, zero_in
     return merge(x, skip, name)
 
 
-def resnet_stage(
-    x, block, filters, num_blocks, strides, name, bn_momentum=BN_MOMENTUM, zero_init_residual=True
-):
+def resnet_stage(x, block, filters, num_blocks, strides, name, bn_momentum=BN_MOMENTUM, zero_init_residual=True):
     """`num_blocks` blocks at one resolution; only the first one changes stride and width."""
     for index in range(1, num_blocks + 1):
         x = block(
@@ -126,10 +124,25 @@ def resnet(
 def _variant(block, blocks_per_stage, name, doc):
     """A named builder with the registry's common signature, for one depth of ResNet."""
 
-    def build(width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=BN_MOMENTUM,
-              zero_init_residual=True):
-        return resnet(block, blocks_per_stage, name, width_multiplier, num_classes, augmentation, dropout,
-                      bn_momentum, zero_init_residual)
+    def build(
+        width_multiplier=1.0,
+        num_classes=10,
+        augmentation=None,
+        dropout=0.0,
+        bn_momentum=BN_MOMENTUM,
+        zero_init_residual=True,
+    ):
+        return resnet(
+            block,
+            blocks_per_stage,
+            name,
+            width_multiplier,
+            num_classes,
+            augmentation,
+            dropout,
+            bn_momentum,
+            zero_init_residual,
+        )
 
     build.__name__ = build.__qualname__ = name
     build.__doc__ = doc
@@ -138,7 +151,9 @@ def _variant(block, blocks_per_stage, name, doc):
 
 resnet18 = _variant(basic_block, (2, 2, 2, 2), "resnet18", "ResNet-18: basic blocks [2, 2, 2, 2], 11.2 M parameters.")
 resnet34 = _variant(basic_block, (3, 4, 6, 3), "resnet34", "ResNet-34: basic blocks [3, 4, 6, 3], 21.3 M parameters.")
-resnet50 = _variant(bottleneck_block, (3, 4, 6, 3), "resnet50",
-                    "ResNet-50: bottleneck blocks [3, 4, 6, 3], 23.5 M parameters.")
-resnet101 = _variant(bottleneck_block, (3, 4, 23, 3), "resnet101",
-                     "ResNet-101: bottleneck blocks [3, 4, 23, 3], 42.5 M parameters.")
+resnet50 = _variant(
+    bottleneck_block, (3, 4, 6, 3), "resnet50", "ResNet-50: bottleneck blocks [3, 4, 6, 3], 23.5 M parameters."
+)
+resnet101 = _variant(
+    bottleneck_block, (3, 4, 23, 3), "resnet101", "ResNet-101: bottleneck blocks [3, 4, 23, 3], 42.5 M parameters."
+)

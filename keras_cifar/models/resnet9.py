@@ -23,8 +23,9 @@ def conv_pool(x, filters, bn_momentum, name):
     return keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-def resnet9(width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=BN_MOMENTUM,
-            logit_scale=0.125):
+def resnet9(
+    width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=BN_MOMENTUM, logit_scale=0.125
+):
     """prep → (conv-pool + residual) → conv-pool → (conv-pool + residual) → global max-pool → scaled logits."""
     w = [scaled(c, width_multiplier) for c in WIDTHS]
     inputs, x = image_input(augmentation)

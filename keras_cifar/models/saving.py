@@ -24,5 +24,7 @@ def load_model_file(path):
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # noqa: BLE001 - zip, h5 and config errors all mean an unusable file
-        raise CheckpointError(f"cannot load the model {path} ({type(exc).__name__}: {str(exc)[:200]}); the file is "
-                              "truncated, corrupt or not a Keras model: retrain, or restore it from a copy") from None
+        raise CheckpointError(
+            f"cannot load the model {path} ({type(exc).__name__}: {str(exc)[:200]}); the file is "
+            "truncated, corrupt or not a Keras model: retrain, or restore it from a copy"
+        ) from None

@@ -35,10 +35,19 @@ def _speaks_tf_serving(path: str) -> bool:
     return path.startswith("/v1/models/")
 
 
-def create_app(export_dir, fmt: str | None = None, max_upload_bytes: int = 5 * 2**20, max_batch: int = 32,
-               batch_window_ms: float = 0.0, *, max_pixels: int = MAX_PIXELS,
-               decode_workers: int = DEFAULT_DECODE_WORKERS, max_in_flight: int = 32,
-               max_body_bytes_in_flight: int = 256 * 2**20, max_queued_images: int | None = None) -> FastAPI:
+def create_app(
+    export_dir,
+    fmt: str | None = None,
+    max_upload_bytes: int = 5 * 2**20,
+    max_batch: int = 32,
+    batch_window_ms: float = 0.0,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    decode_workers: int = DEFAULT_DECODE_WORKERS,
+    max_in_flight: int = 32,
+    max_body_bytes_in_flight: int = 256 * 2**20,
+    max_queued_images: int | None = None,
+) -> FastAPI:
     """The app for one export folder. Limits (see docs/serving-guarantees.md):
 
     max_upload_bytes, max_batch: per image file and images per request; max_pixels: per image, from its header;
@@ -51,8 +60,13 @@ def create_app(export_dir, fmt: str | None = None, max_upload_bytes: int = 5 * 2
     check_input_shape(metadata["input_shape"])
     limits = Limits(max_upload_bytes, max_batch, max_pixels, tuple(metadata["input_shape"]))
     metrics = ServerMetrics()
-    batcher = Batcher(predictor.predict, max_batch=max(max_batch, 64), window_ms=batch_window_ms,
-                      on_batch=metrics.batch_sizes.observe, max_pending=max_queued_images or 8 * max_batch)
+    batcher = Batcher(
+        predictor.predict,
+        max_batch=max(max_batch, 64),
+        window_ms=batch_window_ms,
+        on_batch=metrics.batch_sizes.observe,
+        max_pending=max_queued_images or 8 * max_batch,
+    )
     svc = Service(export_dir, fmt, metadata, limits, batcher, anyio.CapacityLimiter(decode_workers), metrics)
 
     @contextlib.asynccontextmanager
@@ -69,18 +83,30 @@ def create_app(export_dir, fmt: str | None = None, max_upload_bytes: int = 5 * 2
     app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
 
     def error(path: str, status: int, message: str, headers: dict | None = None):
-        return (tf_serving_error(status, message, headers) if _speaks_tf_serving(path)
-                else error_response(status, message, headers=headers))
+        return (
+            tf_serving_error(status, message, headers)
+            if _speaks_tf_serving(path)
+            else error_response(status, message, headers=headers)
+        )
 
     api_paths = (uploads.UPLOAD_PATH, *tfserving.PREDICT_PATHS)
     json_limit = BodyLimit(limits.max_json_bytes, f"at most {limits.max_json_bytes:,} bytes of JSON are accepted")
-    app.add_middleware(Admission, limits={
-        uploads.UPLOAD_PATH: BodyLimit(limits.max_request_bytes,
-                                       f"at most {max_batch} images of {max_upload_bytes:,} bytes each are accepted "
-                                       f"({limits.max_request_bytes:,} bytes with the form)"),
-        **{path: json_limit for path in tfserving.PREDICT_PATHS}},
-        default_limit=BodyLimit(OTHER_BODY_BYTES, "this route takes no body"), api_paths=api_paths,
-        error=error, max_in_flight=max_in_flight, max_body_bytes_in_flight=max_body_bytes_in_flight)
+    app.add_middleware(
+        Admission,
+        limits={
+            uploads.UPLOAD_PATH: BodyLimit(
+                limits.max_request_bytes,
+                f"at most {max_batch} images of {max_upload_bytes:,} bytes each are accepted "
+                f"({limits.max_request_bytes:,} bytes with the form)",
+            ),
+            **dict.fromkeys(tfserving.PREDICT_PATHS, json_limit),
+        },
+        default_limit=BodyLimit(OTHER_BODY_BYTES, "this route takes no body"),
+        api_paths=api_paths,
+        error=error,
+        max_in_flight=max_in_flight,
+        max_body_bytes_in_flight=max_body_bytes_in_flight,
+    )
     app.add_middleware(Metrics, record=metrics.record, api_paths=api_paths)  # added last: outermost, sees all
 
     @app.exception_handler(APIError)
@@ -96,7 +122,7 @@ def create_app(export_dir, fmt: str | None = None, max_upload_bytes: int = 5 * 2
     async def http_error(request, exc: StarletteHTTPException):
         message = str(exc.detail)
         if exc.status_code == 404 and _speaks_tf_serving(request.url.path):
-            message = f"Servable not found for request: {request.url.path[len('/v1/models/'):][:100]}"
+            message = f"Servable not found for request: {request.url.path[len('/v1/models/') :][:100]}"
         return error(request.url.path, exc.status_code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

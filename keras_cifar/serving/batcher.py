@@ -46,8 +46,9 @@ class Batcher:
         """Probabilities for `images`, computed in a batch with whatever other requests arrive meanwhile."""
         count = len(images)
         if self.pending + count > self.max_pending:
-            raise Overloaded(f"the model has {self.pending} images waiting (at most {self.max_pending}); "
-                             "try again in a second")
+            raise Overloaded(
+                f"the model has {self.pending} images waiting (at most {self.max_pending}); try again in a second"
+            )
         self.pending += count
         try:
             if self.window <= 0 or self._queue is None:
@@ -89,5 +90,5 @@ class Batcher:
             start = 0
             for images, future in items:
                 if not future.done():
-                    future.set_result(probabilities[start:start + len(images)])
+                    future.set_result(probabilities[start : start + len(images)])
                 start += len(images)

@@ -55,8 +55,10 @@ class ImageError(KerasCifarError):
 def check_input_shape(shape) -> None:
     """Uploads and files become 32x32 RGB; a model that takes anything else cannot be served with them."""
     if list(shape) != [SIZE, SIZE, 3]:
-        raise CheckpointError(f"the model takes input of shape {list(shape)}, but images are resized to "
-                              f"[{SIZE}, {SIZE}, 3] (32x32 RGB) for it; export a CIFAR-10 model")
+        raise CheckpointError(
+            f"the model takes input of shape {list(shape)}, but images are resized to "
+            f"[{SIZE}, {SIZE}, 3] (32x32 RGB) for it; export a CIFAR-10 model"
+        )
 
 
 def _transpositions():
@@ -64,8 +66,15 @@ def _transpositions():
 
     T = Image.Transpose
     # The EXIF orientation tag -> the transposition that makes the image upright (as ImageOps.exif_transpose).
-    return {2: T.FLIP_LEFT_RIGHT, 3: T.ROTATE_180, 4: T.FLIP_TOP_BOTTOM, 5: T.TRANSPOSE, 6: T.ROTATE_270,
-            7: T.TRANSVERSE, 8: T.ROTATE_90}
+    return {
+        2: T.FLIP_LEFT_RIGHT,
+        3: T.ROTATE_180,
+        4: T.FLIP_TOP_BOTTOM,
+        5: T.TRANSPOSE,
+        6: T.ROTATE_270,
+        7: T.TRANSVERSE,
+        8: T.ROTATE_90,
+    }
 
 
 def orientation(image) -> int:
@@ -134,8 +143,7 @@ def to_array(image, turn: int = 1) -> np.ndarray:
     resizable = _resizable(image)
     # reducing_gap: a box-average by a whole factor first, down to within 3x of 32 px, then Lanczos; Pillow
     # documents the result as indistinguishable from Lanczos alone, and it is 3-10x faster on large images.
-    small = resizable.resize((SIZE, SIZE), Image.Resampling.LANCZOS, box=centre_box(*resizable.size),
-                             reducing_gap=3.0)
+    small = resizable.resize((SIZE, SIZE), Image.Resampling.LANCZOS, box=centre_box(*resizable.size), reducing_gap=3.0)
     if resizable is not image:
         resizable.close()  # frees the full-size copy now rather than when the caller's image is freed
     if small.mode in ("LA", "RGBA"):
@@ -171,11 +179,13 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
             raise ImageError(f"{name}: the image has no pixels ({width}x{height})")
         limit = max_pixels // WEBP_COST if image.format == "WEBP" else max_pixels
         if width * height > limit:
-            side = int(max_pixels ** 0.5)
+            side = int(max_pixels**0.5)
             shape = f"{side}x{side // WEBP_COST}" if image.format == "WEBP" else f"{side}x{side}"
-            raise ImageError(f"{name}: {width}x{height} is {width * height:,} pixels, more than the {limit:,} "
-                             f"({shape}) accepted{' for WebP' if image.format == 'WEBP' else ''}; scale it down "
-                             "first (the model sees 32x32)")
+            raise ImageError(
+                f"{name}: {width}x{height} is {width * height:,} pixels, more than the {limit:,} "
+                f"({shape}) accepted{' for WebP' if image.format == 'WEBP' else ''}; scale it down "
+                "first (the model sees 32x32)"
+            )
         image.draft(None, (DRAFT_SIDE, DRAFT_SIDE))  # JPEG: decode at 1/2-1/8 scale; other formats ignore it
         image.load()  # the first frame only: frames of an animation after it are never read
         turn = orientation(image)
@@ -202,5 +212,7 @@ def image_files(paths) -> list[Path]:
         else:
             raise ImageError(f"{path}: no such file or folder")
     if not files:
-        raise ImageError(f"no images found in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise ImageError(
+            f"no images found in {', '.join(map(str, paths))} (looked for {', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     return files

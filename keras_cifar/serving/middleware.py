@@ -32,8 +32,17 @@ class Admission:
     `error(path, status, message)` builds the response, so each route keeps its own error format.
     """
 
-    def __init__(self, app, limits: dict[str, BodyLimit], default_limit: BodyLimit, api_paths, error,
-                 max_in_flight: int, max_body_bytes_in_flight: int, retry_after_s: int = 1):
+    def __init__(
+        self,
+        app,
+        limits: dict[str, BodyLimit],
+        default_limit: BodyLimit,
+        api_paths,
+        error,
+        max_in_flight: int,
+        max_body_bytes_in_flight: int,
+        retry_after_s: int = 1,
+    ):
         self.app, self.limits, self.default_limit, self.error = app, limits, default_limit, error
         self.api_paths = frozenset(api_paths)
         self.max_in_flight, self.max_body_bytes = max_in_flight, max_body_bytes_in_flight
@@ -62,11 +71,17 @@ class Admission:
             return await self._answer(scope, send, 413, self._too_large(limit, f"{length:,} bytes"))
         api = scope["method"] == "POST" and path in self.api_paths
         if api and self.in_flight >= self.max_in_flight:
-            return await self._answer(scope, send, 503, f"the server is answering {self.in_flight} requests (at most "
-                                                        f"{self.max_in_flight} at once); try again in a second")
+            return await self._answer(
+                scope,
+                send,
+                503,
+                f"the server is answering {self.in_flight} requests (at most "
+                f"{self.max_in_flight} at once); try again in a second",
+            )
         if api and length is not None and self.body_bytes + length > self.max_body_bytes:
-            return await self._answer(scope, send, 503, "the server is receiving too much data at once; "
-                                                        "try again in a second")
+            return await self._answer(
+                scope, send, 503, "the server is receiving too much data at once; try again in a second"
+            )
         received, refused, started = 0, False, False
 
         async def receive_counted():
@@ -77,14 +92,20 @@ class Admission:
                 received += size
                 if api:
                     self.body_bytes += size
-                status = (413 if received > limit.bytes else
-                          503 if api and self.body_bytes > self.max_body_bytes else None)
+                status = (
+                    413 if received > limit.bytes else 503 if api and self.body_bytes > self.max_body_bytes else None
+                )
                 if status and not refused:
                     refused = True
                     if not started:
-                        await self._answer(scope, send, status, self._too_large(limit, f"over {limit.bytes:,} bytes")
-                                           if status == 413 else "the server is receiving too much data at "
-                                                                 "once; try again in a second")
+                        await self._answer(
+                            scope,
+                            send,
+                            status,
+                            self._too_large(limit, f"over {limit.bytes:,} bytes")
+                            if status == 413
+                            else "the server is receiving too much data at once; try again in a second",
+                        )
                 if refused:
                     raise _Refused()
             return message

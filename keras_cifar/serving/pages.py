@@ -45,8 +45,13 @@ async def metrics(svc: Service = Depends(service)):
 async def model_info(svc: Service = Depends(service)):
     """Everything the page shows: metadata, the served file's test accuracy, limits and sample URLs."""
     metadata = svc.metadata
-    return {**metadata, "format": svc.fmt,
-            "metrics": {"accuracy": metadata["formats"].get(svc.fmt, {}).get("accuracy"),
-                        "num_test_images": metadata.get("num_test_images")},
-            "samples": [{"label": s["label"], "url": f"/samples/{Path(s['file']).name}"} for s in metadata["samples"]],
-            "limits": svc.limits.to_dict()}
+    return {
+        **metadata,
+        "format": svc.fmt,
+        "metrics": {
+            "accuracy": metadata["formats"].get(svc.fmt, {}).get("accuracy"),
+            "num_test_images": metadata.get("num_test_images"),
+        },
+        "samples": [{"label": s["label"], "url": f"/samples/{Path(s['file']).name}"} for s in metadata["samples"]],
+        "limits": svc.limits.to_dict(),
+    }

@@ -46,13 +46,22 @@ class ServerMetrics:
 
     def __init__(self):
         self.registry = CollectorRegistry()
-        self.requests = Counter("keras_cifar_requests", "HTTP requests by endpoint and status",
-                                ["endpoint", "status"], registry=self.registry)
-        self.latency = Histogram("keras_cifar_request_seconds", "request latency by endpoint", ["endpoint"],
-                                 registry=self.registry)
+        self.requests = Counter(
+            "keras_cifar_requests",
+            "HTTP requests by endpoint and status",
+            ["endpoint", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "keras_cifar_request_seconds", "request latency by endpoint", ["endpoint"], registry=self.registry
+        )
         self.images = Counter("keras_cifar_images", "images classified", registry=self.registry)
-        self.batch_sizes = Histogram("keras_cifar_batch_size", "images per model call", registry=self.registry,
-                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+        self.batch_sizes = Histogram(
+            "keras_cifar_batch_size",
+            "images per model call",
+            registry=self.registry,
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
 
     def record(self, endpoint: str, status: int, seconds: float) -> None:
         self.requests.labels(endpoint, str(status)).inc()

@@ -71,8 +71,9 @@ def parse_json(body: bytes):
     if depth > MAX_JSON_DEPTH:
         raise APIError(400, f"the body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted")
     try:
-        return json.loads(body, parse_int=lambda s: _number(s, int), parse_float=lambda s: _number(s, float),
-                          parse_constant=_constant)
+        return json.loads(
+            body, parse_int=lambda s: _number(s, int), parse_float=lambda s: _number(s, float), parse_constant=_constant
+        )
     except _JSONLimit as exc:
         raise APIError(400, f"the body is not accepted: {exc}") from None
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, invalid UTF-8
@@ -92,8 +93,9 @@ def instances_array(body, expected_shape) -> tuple[np.ndarray, str]:
     if not isinstance(body, dict):
         raise APIError(400, 'the body must be a JSON object with "instances" or "inputs"')
     if body.get("signature_name", IMAGE_SIGNATURE) != IMAGE_SIGNATURE:
-        raise APIError(400, f"unknown signature_name {str(body['signature_name'])[:100]!r}; this model has "
-                            f"{IMAGE_SIGNATURE}")
+        raise APIError(
+            400, f"unknown signature_name {str(body['signature_name'])[:100]!r}; this model has {IMAGE_SIGNATURE}"
+        )
     key = "instances" if "instances" in body else "inputs" if "inputs" in body else None
     if key is None:
         raise APIError(400, 'missing "instances" (row format) or "inputs" (columnar format)')
@@ -118,8 +120,9 @@ def instances_array(body, expected_shape) -> tuple[np.ndarray, str]:
     if values.ndim != len(expected_shape) + 1 or tuple(values.shape[1:]) != tuple(expected_shape) or not len(values):
         raise APIError(400, f"{key} has shape {list(values.shape)}; expected {expected} RGB pixels")
     if not np.all(_number_types(values).astype(bool)):
-        raise APIError(400, f"{key} must hold numbers only (no strings, booleans or null): pixel values are "
-                            "numbers in 0-255")
+        raise APIError(
+            400, f"{key} must hold numbers only (no strings, booleans or null): pixel values are numbers in 0-255"
+        )
     with np.errstate(over="ignore", invalid="ignore"):
         array = values.astype(np.float32)
     if not np.all(np.isfinite(array)) or array.min() < 0 or array.max() > 255:
@@ -128,23 +131,33 @@ def instances_array(body, expected_shape) -> tuple[np.ndarray, str]:
 
 
 def _tensor_info(name: str, shape) -> dict:
-    return {"dtype": "DT_FLOAT", "name": name, "tensor_shape": {
-        "dim": [{"size": str(size), "name": ""} for size in shape], "unknown_rank": False}}
+    return {
+        "dtype": "DT_FLOAT",
+        "name": name,
+        "tensor_shape": {"dim": [{"size": str(size), "name": ""} for size in shape], "unknown_rank": False},
+    }
 
 
 def model_status() -> dict:
     """GetModelStatusResponse: the one version, loaded and available."""
-    return {"model_version_status": [{"version": VERSION, "state": "AVAILABLE",
-                                      "status": {"error_code": "OK", "error_message": ""}}]}
+    return {
+        "model_version_status": [
+            {"version": VERSION, "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+        ]
+    }
 
 
 def model_metadata(labels, input_shape) -> dict:
     """GetModelMetadataResponse for the signature this server accepts (float32 images 0-255 in)."""
-    signature = {"inputs": {INPUT_NAME: _tensor_info(f"{IMAGE_SIGNATURE}_{INPUT_NAME}:0", [-1, *input_shape])},
-                 "outputs": {OUTPUT_NAME: _tensor_info("StatefulPartitionedCall:0", [-1, len(labels)])},
-                 "method_name": "tensorflow/serving/predict"}
-    return {"model_spec": {"name": MODEL_NAME, "signature_name": "", "version": VERSION},
-            "metadata": {"signature_def": {"signature_def": {IMAGE_SIGNATURE: signature}}}}
+    signature = {
+        "inputs": {INPUT_NAME: _tensor_info(f"{IMAGE_SIGNATURE}_{INPUT_NAME}:0", [-1, *input_shape])},
+        "outputs": {OUTPUT_NAME: _tensor_info("StatefulPartitionedCall:0", [-1, len(labels)])},
+        "method_name": "tensorflow/serving/predict",
+    }
+    return {
+        "model_spec": {"name": MODEL_NAME, "signature_name": "", "version": VERSION},
+        "metadata": {"signature_def": {"signature_def": {IMAGE_SIGNATURE: signature}}},
+    }
 
 
 router = APIRouter()

@@ -30,9 +30,11 @@ def _read_and_decode(file, name: str, max_upload_bytes: int, max_pixels: int):
 
 
 @router.post(UPLOAD_PATH)
-async def predict(files: list[UploadFile] = File(..., description="one or more images"),
-                  k: int = Query(5, alias="top_k", ge=1, description="classes to return per image"),
-                  svc: Service = Depends(service)):
+async def predict(
+    files: list[UploadFile] = File(..., description="one or more images"),
+    k: int = Query(5, alias="top_k", ge=1, description="classes to return per image"),
+    svc: Service = Depends(service),
+):
     limits = svc.limits
     if k > len(svc.labels):
         raise APIError(422, f"top_k is {k}; the model knows {len(svc.labels)} classes")
@@ -45,12 +47,17 @@ async def predict(files: list[UploadFile] = File(..., description="one or more i
             raise APIError(413, f"{name} is {upload.size:,} bytes; the limit is {limits.max_upload_bytes:,}", name)
     images, sizes = [], []
     for name, upload in zip(names, files):  # one at a time: a request of 32 bombs holds one worker, not all
-        image, size = await svc.in_worker(_read_and_decode, upload.file, name, limits.max_upload_bytes,
-                                          limits.max_pixels)
+        image, size = await svc.in_worker(
+            _read_and_decode, upload.file, name, limits.max_upload_bytes, limits.max_pixels
+        )
         images.append(image)
         sizes.append(size)
     probabilities = await svc.classify(np.stack(images).astype(np.float32))
-    return {"predictions": [{"filename": upload.filename, "width": w, "height": h,
-                             "top_k": top_k(p, svc.labels, k)}
-                            for upload, (w, h), p in zip(files, sizes, probabilities)],
-            "model": svc.model_info, "timing_ms": 1e3 * (time.perf_counter() - start)}
+    return {
+        "predictions": [
+            {"filename": upload.filename, "width": w, "height": h, "top_k": top_k(p, svc.labels, k)}
+            for upload, (w, h), p in zip(files, sizes, probabilities)
+        ],
+        "model": svc.model_info,
+        "timing_ms": 1e3 * (time.perf_counter() - start),
+    }

@@ -31,8 +31,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         try:
             super().on_train_begin(logs)
         except Exception as exc:  # noqa: BLE001 - h5py, JSON and shape errors all mean a broken backup
-            raise CheckpointError(f"cannot restore the training backup in {self.root} ({type(exc).__name__}: "
-                                  f"{exc}); delete that folder to restart the run from epoch 0") from None
+            raise CheckpointError(
+                f"cannot restore the training backup in {self.root} ({type(exc).__name__}: "
+                f"{exc}); delete that folder to restart the run from epoch 0"
+            ) from None
 
     def _save_model(self):
         target = self.root / f"epoch-{self._current_epoch}"
@@ -97,8 +99,9 @@ class EpochStats(keras.callbacks.Callback):
         logs["load_1min"] = os.getloadavg()[0]
 
 
-def build_callbacks(config, run: RunDir, train_images: int, steps_per_epoch: int, epochs: int,
-                    best_val_accuracy=None) -> list:
+def build_callbacks(
+    config, run: RunDir, train_images: int, steps_per_epoch: int, epochs: int, best_val_accuracy=None
+) -> list:
     """Order matters: EpochStats fills the logs before CSVLogger writes them, and the backup comes last, so an
     epoch the backup holds is always in history.csv and in the best-model checkpoint too. (Restoring happens
     at train begin, before any epoch, whatever the order.)"""
@@ -138,11 +141,17 @@ def _step_controls(config, steps_per_epoch: int, epochs: int) -> list:
 def _epoch_controls(config, epochs: int) -> list:
     controls = []
     if config.early_stopping_patience:
-        controls.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", restore_best_weights=True,
-                                                      patience=config.early_stopping_patience))
+        controls.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_accuracy", mode="max", restore_best_weights=True, patience=config.early_stopping_patience
+            )
+        )
     if config.schedule == "plateau":
-        controls.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=config.step_gamma,
-                                                          patience=max(2, epochs // 10), min_lr=config.lr * 1e-3))
+        controls.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=config.step_gamma, patience=max(2, epochs // 10), min_lr=config.lr * 1e-3
+            )
+        )
     return controls
 
 

@@ -30,8 +30,7 @@ import keras
 
 from keras_cifar.errors import ConfigError
 
-_TF_CONFIG_EXAMPLE = ('{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
-                      '"task": {"type": "worker", "index": 0}}')
+_TF_CONFIG_EXAMPLE = '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,14 +54,21 @@ class Distribution:
 
     def describe(self) -> dict:
         """What config.json records about the distribution of this run."""
-        return {"strategy": self.name, "replicas": self.replicas, "workers": self.workers,
-                "worker_index": self.worker_index, "role": "chief" if self.is_chief else "worker"}
+        return {
+            "strategy": self.name,
+            "replicas": self.replicas,
+            "workers": self.workers,
+            "worker_index": self.worker_index,
+            "role": "chief" if self.is_chief else "worker",
+        }
 
     def per_replica_batch(self, global_batch: int) -> int:
         """`--batch-size` is the global batch; each replica gets an equal share of it."""
         if global_batch % self.replicas:
-            raise ConfigError(f"batch_size {global_batch} is the global batch and must divide evenly over the "
-                              f"{self.replicas} replicas of --strategy {self.name}; use a multiple of {self.replicas}")
+            raise ConfigError(
+                f"batch_size {global_batch} is the global batch and must divide evenly over the "
+                f"{self.replicas} replicas of --strategy {self.name}; use a multiple of {self.replicas}"
+            )
         return global_batch // self.replicas
 
 
@@ -70,9 +76,11 @@ def cluster_from_tf_config() -> tuple[list[str], int]:
     """The workers' `host:port` addresses and this process's index, read and checked from `TF_CONFIG`."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
-        raise ConfigError(f"--strategy multiworker reads the cluster from the TF_CONFIG environment variable, which "
-                          f"is not set; set it on every machine, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}' (index 0 "
-                          f"on the chief, 1 on the next machine)")
+        raise ConfigError(
+            f"--strategy multiworker reads the cluster from the TF_CONFIG environment variable, which "
+            f"is not set; set it on every machine, e.g. TF_CONFIG='{_TF_CONFIG_EXAMPLE}' (index 0 "
+            f"on the chief, 1 on the next machine)"
+        )
     try:
         spec = json.loads(raw)
     except ValueError as exc:
@@ -83,10 +91,11 @@ def cluster_from_tf_config() -> tuple[list[str], int]:
     if not (isinstance(workers, list) and workers and all(isinstance(w, str) and ":" in w for w in workers)):
         raise ConfigError(f"TF_CONFIG needs cluster.worker, a list of host:port addresses; got {raw!r}")
     if set(cluster) != {"worker"}:
-        raise ConfigError(f"TF_CONFIG: only 'worker' jobs are supported (worker 0 is the chief); got jobs "
-                          f"{sorted(cluster)}")
+        raise ConfigError(
+            f"TF_CONFIG: only 'worker' jobs are supported (worker 0 is the chief); got jobs {sorted(cluster)}"
+        )
     if not isinstance(task, dict) or task.get("type") != "worker":
-        raise ConfigError(f"TF_CONFIG needs task: {{\"type\": \"worker\", \"index\": N}}; got {task!r}")
+        raise ConfigError(f'TF_CONFIG needs task: {{"type": "worker", "index": N}}; got {task!r}')
     index = task.get("index")
     if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(workers):
         raise ConfigError(f"TF_CONFIG task.index must be an integer from 0 to {len(workers) - 1}; got {index!r}")
@@ -215,8 +224,10 @@ def worker_summary(model, distribution: Distribution) -> str:
 
     checksum = sum(float(np.abs(keras.ops.convert_to_numpy(w).astype(np.float64)).sum()) for w in model.weights)
     steps = int(keras.ops.convert_to_numpy(model.optimizer.iterations))
-    return (f"worker {distribution.worker_index} ({'chief' if distribution.is_chief else 'worker'}): "
-            f"{steps} training steps; weights checksum {checksum:.6f}")
+    return (
+        f"worker {distribution.worker_index} ({'chief' if distribution.is_chief else 'worker'}): "
+        f"{steps} training steps; weights checksum {checksum:.6f}"
+    )
 
 
 class FollowChief(keras.callbacks.Callback):

@@ -7,6 +7,7 @@ the CPU has bfloat16 instructions, float16 on a GPU, float32 elsewhere, and XLA 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from functools import lru_cache
@@ -72,10 +73,14 @@ def environment() -> dict:
 
     versions = {"python": platform.python_version(), "keras": keras.__version__, "numpy": numpy.__version__}
     for name in ("tensorflow", "jax"):
-        try:
+        with contextlib.suppress(ImportError):
             versions[name] = __import__(name).__version__
-        except ImportError:
-            pass
-    return {"backend": keras.backend.backend(), "versions": versions, "cpu": cpu_info(),
-            "accelerators": accelerators(), "platform": platform.platform(),
-            "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"), "code": code_fingerprint()}
+    return {
+        "backend": keras.backend.backend(),
+        "versions": versions,
+        "cpu": cpu_info(),
+        "accelerators": accelerators(),
+        "platform": platform.platform(),
+        "onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+        "code": code_fingerprint(),
+    }

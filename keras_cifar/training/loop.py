@@ -9,8 +9,14 @@ from pathlib import Path
 
 import keras
 
-from keras_cifar.data import (AlternatingFlip, augmentation_from_config, evaluation_dataset, load_cifar10, split_data,
-                              training_dataset)
+from keras_cifar.data import (
+    AlternatingFlip,
+    augmentation_from_config,
+    evaluation_dataset,
+    load_cifar10,
+    split_data,
+    training_dataset,
+)
 from keras_cifar.data import steps_per_epoch as count_steps
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
@@ -23,7 +29,6 @@ from keras_cifar.training.rundir import prepare_run_dir
 from keras_cifar.training.schedules import learning_rate
 from keras_cifar.training.whitening import FreezeWhiteningBias, init_whitening
 
-
 # airbench estimates the patch covariance from 5,000 images: enough for a 12x12 matrix, and about a second.
 WHITENING_IMAGES = 5000
 
@@ -34,20 +39,30 @@ def resolve_runtime(config) -> Runtime:
     jit, jit_reason = host.choose_jit(config.jit_compile)
     tf_backend = keras.backend.backend() == "tensorflow"
     if config.augment_in_model == "off" and not tf_backend:
-        raise ConfigError("augmentation can only run in tf.data under the TensorFlow backend; "
-                          "use --augment-in-model auto or on")
+        raise ConfigError(
+            "augmentation can only run in tf.data under the TensorFlow backend; use --augment-in-model auto or on"
+        )
     in_model = config.augment_in_model == "on" or (config.augment_in_model == "auto" and not tf_backend)
     if in_model and config.flip and config.alternating_flip:
         raise ConfigError("alternating_flip needs augmentation in tf.data (TensorFlow backend, --augment-in-model off)")
-    return Runtime(precision=policy, precision_reason=policy_reason, jit_compile=jit, jit_reason=jit_reason,
-                   augment_in_model=in_model)
+    return Runtime(
+        precision=policy,
+        precision_reason=policy_reason,
+        jit_compile=jit,
+        jit_reason=jit_reason,
+        augment_in_model=in_model,
+    )
 
 
 def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
     keras.mixed_precision.set_global_policy(runtime.precision)
-    model = build_model(config.arch, width_multiplier=config.width_multiplier,
-                        augmentation=augmentation if runtime.augment_in_model else None,
-                        dropout=config.dropout, bn_momentum=config.bn_momentum)
+    model = build_model(
+        config.arch,
+        width_multiplier=config.width_multiplier,
+        augmentation=augmentation if runtime.augment_in_model else None,
+        dropout=config.dropout,
+        bn_momentum=config.bn_momentum,
+    )
     model.compile(
         optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch, epochs)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
@@ -67,9 +82,15 @@ def prepared_model(config, runtime, split, steps_per_epoch, augmentation, epochs
 def fit_inputs(config, split, runtime, augmentation):
     """The training and validation datasets, and the alternating flip that drives the first (or None)."""
     alternating = AlternatingFlip(config.seed) if config.flip and config.alternating_flip else None
-    train_ds = training_dataset(alternating.prepare(split.x_train) if alternating else split.x_train, split.y_train,
-                                config.batch_size, augmentation=None if runtime.augment_in_model else augmentation,
-                                seed=config.seed, alternating_flip=alternating, drop_remainder=config.drop_remainder)
+    train_ds = training_dataset(
+        alternating.prepare(split.x_train) if alternating else split.x_train,
+        split.y_train,
+        config.batch_size,
+        augmentation=None if runtime.augment_in_model else augmentation,
+        seed=config.seed,
+        alternating_flip=alternating,
+        drop_remainder=config.drop_remainder,
+    )
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     return train_ds, val_ds, alternating
 
@@ -90,12 +111,14 @@ def planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation
     if not config.time_budget:
         return dataclasses.replace(runtime, epochs=config.epochs)
     if record is not None:
-        return dataclasses.replace(runtime, epochs=record.runtime["epochs"],
-                                   seconds_per_step=record.runtime.get("seconds_per_step"))
+        return dataclasses.replace(
+            runtime, epochs=record.runtime["epochs"], seconds_per_step=record.runtime.get("seconds_per_step")
+        )
     probe = compile_model(config, runtime, steps_per_epoch, augmentation, epochs=1)
-    step = budget.seconds_per_step(probe, split.x_train[:config.batch_size], split.y_train[:config.batch_size])
-    epochs = budget.epochs_for_budget(config.time_budget * 60, step, steps_per_epoch, len(split.y_val),
-                                      config.batch_size)
+    step = budget.seconds_per_step(probe, split.x_train[: config.batch_size], split.y_train[: config.batch_size])
+    epochs = budget.epochs_for_budget(
+        config.time_budget * 60, step, steps_per_epoch, len(split.y_val), config.batch_size
+    )
     print(f"time budget {config.time_budget:g} min at {step:.2f} s/step: {epochs} epochs", flush=True)
     return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=step)
 
@@ -104,22 +127,33 @@ def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=
     """`model.fit` as every run trains, for `train` and a tuning trial alike, and a refusal when the loss became
     NaN/inf (TerminateOnNaN stopped the fit) instead of a broken model reported as trained."""
     # shuffle=False: the dataset reshuffles itself each epoch; Keras cannot shuffle a tf.data pipeline anyway.
-    history = model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=initial_epoch,
-                        callbacks=callbacks, verbose=config.verbose, shuffle=False)
+    history = model.fit(
+        train_ds,
+        validation_data=val_ds,
+        epochs=epochs,
+        initial_epoch=initial_epoch,
+        callbacks=callbacks,
+        verbose=config.verbose,
+        shuffle=False,
+    )
     losses = history.history.get("loss", [])
     if losses and not math.isfinite(losses[-1]):
-        raise TrainingError(f"the training loss became NaN/inf in epoch {initial_epoch + len(losses)} (lr {config.lr}, "
-                            f"{config.optimizer}); the run stopped. Lower --lr or use --precision float32, then "
-                            "start a new --run-dir")
+        raise TrainingError(
+            f"the training loss became NaN/inf in epoch {initial_epoch + len(losses)} (lr {config.lr}, "
+            f"{config.optimizer}); the run stopped. Lower --lr or use --precision float32, then "
+            "start a new --run-dir"
+        )
     return history
 
 
 def _describe(distribution: dict) -> str:
     if distribution["strategy"] == "none":
         return ""
-    return (f"; --strategy {distribution['strategy']}: {distribution['replicas']} replicas of "
-            f"{distribution['per_replica_batch']} images, worker {distribution['worker_index']} of "
-            f"{distribution['workers']} ({distribution['role']})")
+    return (
+        f"; --strategy {distribution['strategy']}: {distribution['replicas']} replicas of "
+        f"{distribution['per_replica_batch']} images, worker {distribution['worker_index']} of "
+        f"{distribution['workers']} ({distribution['role']})"
+    )
 
 
 def train(config, extra_callbacks=()) -> Path:
@@ -151,16 +185,19 @@ def _train(config, distribution, extra_callbacks) -> Path:
     steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)
     config, run, resumed = prepare_run_dir(config, data.fingerprint)
     with run.lock("train"):
-        return _train_locked(config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch,
-                             extra_callbacks)
+        return _train_locked(
+            config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch, extra_callbacks
+        )
 
 
-def _train_locked(config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch,
-                  extra_callbacks) -> Path:
+def _train_locked(
+    config, run, resumed, distribution, data, split, steps_per_epoch, per_replica_batch, extra_callbacks
+) -> Path:
     keras.utils.set_random_seed(config.seed)
     record = run.read_record() if resumed else None
-    runtime = dataclasses.replace(resolve_runtime(config),
-                                  distribution={**distribution.describe(), "per_replica_batch": per_replica_batch})
+    runtime = dataclasses.replace(
+        resolve_runtime(config), distribution={**distribution.describe(), "per_replica_batch": per_replica_batch}
+    )
     augmentation = augmentation_from_config(config)
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     train_ds = distribute.shard_by_data(train_ds, distribution)
@@ -178,20 +215,44 @@ def _train_locked(config, run, resumed, distribution, data, split, steps_per_epo
         print(f"Continuing the unfinished run in {run.path} from epoch {start_epoch + 1}", flush=True)
     environment = host.environment()
     if record and record.environment.get("code") != environment["code"]:
-        print(f"note: the package's code changed since this run started (code {record.environment.get('code')} -> "
-              f"{environment['code']}); the epochs before and after the restart ran different code", flush=True)
-    run.write_record(RunRecord(
-        config=config.to_dict(), runtime=runtime.to_dict(), environment=environment, recipe=config.recipe,
-        data={"source": data.source, "fingerprint": data.fingerprint, "sizes": split.sizes(),
-              "class_names": list(data.class_names)},
-        model={"name": model.name, "parameters": model.count_params()}))
-    print(f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime.precision} "
-          f"({runtime.precision_reason}); XLA {'on' if runtime.jit_compile else 'off'}; run dir {run.path}"
-          + _describe(runtime.distribution), flush=True)
+        print(
+            f"note: the package's code changed since this run started (code {record.environment.get('code')} -> "
+            f"{environment['code']}); the epochs before and after the restart ran different code",
+            flush=True,
+        )
+    run.write_record(
+        RunRecord(
+            config=config.to_dict(),
+            runtime=runtime.to_dict(),
+            environment=environment,
+            recipe=config.recipe,
+            data={
+                "source": data.source,
+                "fingerprint": data.fingerprint,
+                "sizes": split.sizes(),
+                "class_names": list(data.class_names),
+            },
+            model={"name": model.name, "parameters": model.count_params()},
+        )
+    )
+    print(
+        f"{config.arch}: {model.count_params():,} parameters; {split.sizes()}; precision {runtime.precision} "
+        f"({runtime.precision_reason}); XLA {'on' if runtime.jit_compile else 'off'}; run dir {run.path}"
+        + _describe(runtime.distribution),
+        flush=True,
+    )
 
-    callbacks = [*pipeline_callbacks(config, alternating, whitened),
-                 *build_callbacks(config, run, min(split.sizes()["train"], steps_per_epoch * config.batch_size),
-                                  steps_per_epoch, runtime.epochs, best_so_far)]
+    callbacks = [
+        *pipeline_callbacks(config, alternating, whitened),
+        *build_callbacks(
+            config,
+            run,
+            min(split.sizes()["train"], steps_per_epoch * config.batch_size),
+            steps_per_epoch,
+            runtime.epochs,
+            best_so_far,
+        ),
+    ]
     if distribution.workers > 1 and keras.backend.backend() == "tensorflow":
         distribute.work_around_keras_multiworker(model, distribution.strategy)
         callbacks.append(distribute.FollowChief(distribution.strategy))  # after the backup's restore

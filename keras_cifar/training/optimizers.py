@@ -95,8 +95,12 @@ class MuonWithSGD(SGDWithShiftScale):
         return not is_conv_filter(variable) and super()._use_weight_decay(variable)
 
     def get_config(self):
-        return {**super().get_config(), "muon_lr_scale": self.muon_lr_scale, "muon_momentum": self.muon_momentum,
-                "ns_steps": self.ns_steps}
+        return {
+            **super().get_config(),
+            "muon_lr_scale": self.muon_lr_scale,
+            "muon_momentum": self.muon_momentum,
+            "ns_steps": self.ns_steps,
+        }
 
 
 def build_optimizer(config, lr):
@@ -107,10 +111,18 @@ def build_optimizer(config, lr):
     keeps the well-known PyTorch recipes' `weight_decay` values meaning the same here.
     """
     if config.optimizer in ("sgd", "muon"):
-        sgd = dict(shift_lr_scale=config.bias_lr_scale, learning_rate=lr, momentum=config.momentum, nesterov=True,
-                   weight_decay=config.weight_decay / (1.0 - config.momentum) or None)
-        optimizer = SGDWithShiftScale(**sgd) if config.optimizer == "sgd" else MuonWithSGD(
-            muon_lr_scale=config.muon_lr / config.lr, muon_momentum=config.muon_momentum, **sgd)
+        sgd = dict(
+            shift_lr_scale=config.bias_lr_scale,
+            learning_rate=lr,
+            momentum=config.momentum,
+            nesterov=True,
+            weight_decay=config.weight_decay / (1.0 - config.momentum) or None,
+        )
+        optimizer = (
+            SGDWithShiftScale(**sgd)
+            if config.optimizer == "sgd"
+            else MuonWithSGD(muon_lr_scale=config.muon_lr / config.lr, muon_momentum=config.muon_momentum, **sgd)
+        )
     else:
         optimizer = keras.optimizers.AdamW(lr, weight_decay=config.weight_decay)
     optimizer.exclude_from_weight_decay(var_names=NO_DECAY)

@@ -20,8 +20,11 @@ RUNS_ROOT = Path("runs")
 def _changes(saved: dict, wanted: dict) -> list[str]:
     """The settings that differ between a saved run and the wanted one, but for where it reads and writes."""
     before, now = settings(saved, without=("io",)), settings(wanted, without=("io",))
-    return [f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(before) | set(now))
-            if before.get(k) != now.get(k)]
+    return [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
 
 
 def _find_unfinished(config_dict: dict) -> RunDir | None:
@@ -53,19 +56,27 @@ def prepare_run_dir(config, data_fingerprint: str) -> tuple:
     record = run.read_record()
     if record is None:
         if run.path.exists() and (not run.path.is_dir() or any(p.name != ".lock" for p in run.path.iterdir())):
-            raise ConfigError(f"{run.path} exists and is not a run directory (no config.json); choose a new --run-dir "
-                              "or an empty folder")
+            raise ConfigError(
+                f"{run.path} exists and is not a run directory (no config.json); choose a new --run-dir "
+                "or an empty folder"
+            )
         run.path.mkdir(parents=True, exist_ok=True)
         return config, run, False
     if run.is_finished():
-        raise ConfigError(f"{run.path} holds a finished run; evaluate it with `python -m keras_cifar.evaluate "
-                          f"{run.path}` or choose a new --run-dir")
+        raise ConfigError(
+            f"{run.path} holds a finished run; evaluate it with `python -m keras_cifar.evaluate "
+            f"{run.path}` or choose a new --run-dir"
+        )
     changed = _changes(record.config, wanted)
     if changed:
         details = ", ".join(changed)
-        raise ConfigError(f"{run.path} holds an unfinished run with other settings ({details}); re-run it with its "
-                          f"own settings (--config {run / RunDir.CONFIG}) or choose a new --run-dir")
+        raise ConfigError(
+            f"{run.path} holds an unfinished run with other settings ({details}); re-run it with its "
+            f"own settings (--config {run / RunDir.CONFIG}) or choose a new --run-dir"
+        )
     if record.fingerprint and record.fingerprint != data_fingerprint:
-        raise ConfigError(f"{run.path} was started on other data (fingerprint {record.fingerprint}, now "
-                          f"{data_fingerprint}); continue it with the same data or choose a new --run-dir")
+        raise ConfigError(
+            f"{run.path} was started on other data (fingerprint {record.fingerprint}, now "
+            f"{data_fingerprint}); continue it with the same data or choose a new --run-dir"
+        )
     return config, run, True

@@ -17,8 +17,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
     """Linear warm-up to `peak_lr`, then one of: linear decay to zero (one-cycle), cosine decay to zero,
     step drops at fractions of training, or constant."""
 
-    def __init__(self, peak_lr, total_steps, warmup_steps=0, kind="onecycle", milestones=(0.5, 0.75), gamma=0.1,
-                 start_factor=0.0, final_factor=0.0):
+    def __init__(
+        self,
+        peak_lr,
+        total_steps,
+        warmup_steps=0,
+        kind="onecycle",
+        milestones=(0.5, 0.75),
+        gamma=0.1,
+        start_factor=0.0,
+        final_factor=0.0,
+    ):
         self.start_factor = float(start_factor)
         self.final_factor = float(final_factor)
         self.peak_lr = float(peak_lr)
@@ -49,9 +58,16 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return self.peak_lr * factor
 
     def get_config(self):
-        return {"peak_lr": self.peak_lr, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "kind": self.kind, "milestones": list(self.milestones), "gamma": self.gamma,
-                "start_factor": self.start_factor, "final_factor": self.final_factor}
+        return {
+            "peak_lr": self.peak_lr,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+            "milestones": list(self.milestones),
+            "gamma": self.gamma,
+            "start_factor": self.start_factor,
+            "final_factor": self.final_factor,
+        }
 
 
 def learning_rate(config, steps_per_epoch: int, epochs: int):
@@ -60,7 +76,16 @@ def learning_rate(config, steps_per_epoch: int, epochs: int):
         return config.lr
     total = epochs * steps_per_epoch
     # At most half the run warms up, so a recipe's warm-up still leaves a decay when --epochs is cut short.
-    warmup = 0 if config.schedule in ("step", "constant") else min(round(config.warmup_epochs * steps_per_epoch),
-                                                                   total // 2)
-    return WarmupSchedule(config.lr, total, warmup, config.schedule, config.step_milestones, config.step_gamma,
-                          config.warmup_start_factor, config.final_lr_factor)
+    warmup = (
+        0 if config.schedule in ("step", "constant") else min(round(config.warmup_epochs * steps_per_epoch), total // 2)
+    )
+    return WarmupSchedule(
+        config.lr,
+        total,
+        warmup,
+        config.schedule,
+        config.step_milestones,
+        config.step_gamma,
+        config.warmup_start_factor,
+        config.final_lr_factor,
+    )
