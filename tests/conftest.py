@@ -1,11 +1,13 @@
-"""Shared fixtures: the one local CIFAR-10 copy the tests read, loaded once per session."""
+"""Shared fixtures: a synthetic CIFAR-10 copy most tests read, the real one for the few that need it, and a tiny
+trained and exported model."""
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from keras_cifar.data.sources import Cifar10, load_cifar10
+from keras_cifar.data.sources import CLASS_NAMES, Cifar10, load_cifar10
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -20,9 +22,42 @@ def float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+def write_synthetic_copy(folder: Path, seed: int = 0) -> Path:
+    """A CIFAR-10 copy in the official binary layout, made up: each class a colour and a stripe frequency under
+    noise, so a small net learns it in a few hundred steps. 50,000 + 10,000 balanced images, as the loader demands.
+    """
+    rng = np.random.default_rng(seed)
+    out = folder / "cifar-10-batches-bin"
+    out.mkdir(parents=True)
+    colours = rng.integers(60, 196, size=(10, 1, 1, 3))
+    rows = np.arange(32)[None, :, None, None]
+    stripes = 40 * np.sin(2 * np.pi * (np.arange(10)[:, None, None, None] + 1) * rows / 32)  # (10, 32, 1, 1)
+    for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
+        labels = rng.permutation(np.arange(10_000) % 10)
+        noise = rng.integers(-50, 51, size=(10_000, 32, 32, 3))
+        images = np.clip(colours[labels] + stripes[labels] + noise, 0, 255).astype(np.uint8)
+        planar = images.transpose(0, 3, 1, 2).reshape(10_000, 3072)
+        (out / name).write_bytes(np.concatenate([labels[:, None].astype(np.uint8), planar], axis=1).tobytes())
+    (out / "batches.meta.txt").write_text("\n".join(CLASS_NAMES) + "\n\n")
+    return folder
+
+
 @pytest.fixture(scope="session")
-def cifar_dir() -> Path:
-    """The shared copy; skipped where it is absent, but CI always has it, so there its absence is a failure."""
+def cifar_dir(tmp_path_factory) -> Path:
+    """The data most tests read: a synthetic copy, through the same loader as a user's (`write_synthetic_copy`)."""
+    return write_synthetic_copy(tmp_path_factory.mktemp("synthetic-cifar10"))
+
+
+@pytest.fixture(scope="session")
+def cifar(cifar_dir) -> Cifar10:
+    """Loaded once, so every test file can share it."""
+    return load_cifar10(cifar_dir)
+
+
+@pytest.fixture(scope="session")
+def real_cifar_dir() -> Path:
+    """The real images, for the tests whose claims only they can check (marked needs_data). Skipped where there
+    is no copy, but CI always has one, so there its absence is a failure."""
     path = Path(os.environ.get("KERAS_CIFAR_TEST_DATA") or REPO.parent / "shared" / "data" / "cifar10")
     if not path.is_dir():
         message = f"CIFAR-10 test copy not found at {path}; set KERAS_CIFAR_TEST_DATA to a folder holding one"
@@ -32,10 +67,10 @@ def cifar_dir() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def cifar(cifar_dir) -> Cifar10:
-    """Loaded once through the same code path a user's copy takes, so every test file can share it."""
-    return load_cifar10(cifar_dir)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "real_cifar_dir" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.needs_data)
 
 
 @pytest.fixture(scope="session")

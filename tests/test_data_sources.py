@@ -1,8 +1,10 @@
 """CIFAR-10 loading: every supported layout gives the same arrays, and bad copies are refused with a fix."""
 
+import gzip
 import io
 import os
 import pickle
+import signal
 import struct
 import tarfile
 from pathlib import Path
@@ -72,9 +74,10 @@ def test_class_names_match_the_copy(cifar, bin_dir):
     assert cifar.class_names == CLASS_NAMES == listed
 
 
-def test_images_are_hwc_rgb(cifar):
-    """Channel means differ enough (blue is lowest) that a wrong transpose or channel order shows."""
-    means = cifar.x_train.reshape(-1, 3).mean(axis=0)
+def test_real_images_are_hwc_rgb(real_cifar_dir):
+    """Channel means of the real images differ enough (blue is lowest) that a wrong transpose or channel order
+    shows."""
+    means = load_cifar10(real_cifar_dir).x_train.reshape(-1, 3).mean(axis=0)
     np.testing.assert_allclose(means, [125.3, 122.9, 113.9], atol=1.5)
 
 
@@ -282,12 +285,62 @@ def test_archive_with_unexpected_member_is_refused(tmp_path, member):
 def test_truncated_archive_is_refused(tmp_path):
     folder = tmp_path / "src" / BIN
     folder.mkdir(parents=True)
-    (folder / "readme.html").write_bytes(np.random.default_rng(0).bytes(200_000))  # incompressible
+    (folder / "readme.html").write_bytes(np.random.default_rng(0).bytes(60_000))  # incompressible
     archive = make_archive(tmp_path / "cifar-10-binary.tar.gz", folder, BIN)
-    archive.write_bytes(archive.read_bytes()[:100_000])
+    archive.write_bytes(archive.read_bytes()[:30_000])
     with pytest.raises(DataError, match="cannot read archive") as caught:
         load_cifar10(tmp_path)
     assert str(archive) in str(caught.value)
+
+
+def raw_member(name: str, size_field: bytes) -> bytes:
+    """A tar header whose size field says what a hostile archive wants it to (checksum recomputed)."""
+    header = bytearray(tarfile.TarInfo(name).tobuf(format=tarfile.USTAR_FORMAT))
+    header[124:136] = size_field
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    return bytes(header)
+
+
+def hostile_archive(folder: Path, *headers: bytes) -> Path:
+    archive = folder / "cifar-10-binary.tar.gz"
+    with gzip.open(archive, "wb") as out:
+        out.write(b"".join(headers) + b"\0" * 2048)
+    return archive
+
+
+def test_a_member_declaring_gigabytes_is_refused_before_reading(tmp_path):
+    archive = hostile_archive(tmp_path, raw_member(f"{BIN}/data_batch_1.bin", b"%011o\0" % (6 * 2**30)))
+    assert archive.stat().st_size < 4096
+    with pytest.raises(DataError, match="6,442,450,944 bytes, more than any file of CIFAR-10"):
+        load_cifar10(tmp_path)
+
+
+def test_a_member_with_a_negative_size_is_refused_not_looped_on(tmp_path):
+    negative = b"\xff" + (256**11 - 512).to_bytes(11, "big")  # base-256: -512, which walks tarfile backwards
+    hostile_archive(tmp_path, raw_member(f"{BIN}/batches.meta.txt", negative))
+    signal.alarm(20)  # a regression hangs; this turns it into a failure
+    try:
+        with pytest.raises(DataError, match="negative size"):
+            load_cifar10(tmp_path)
+    finally:
+        signal.alarm(0)
+
+
+def test_a_member_seen_twice_is_refused(tmp_path):
+    meta = raw_member(f"{BIN}/batches.meta.txt", b"%011o\0" % 0)
+    hostile_archive(tmp_path, meta, meta)
+    with pytest.raises(DataError, match="twice"):
+        load_cifar10(tmp_path)
+
+
+def test_an_oversized_file_in_a_folder_is_refused_before_reading(tmp_path):
+    folder = tmp_path / BIN
+    folder.mkdir()
+    with (folder / "data_batch_1.bin").open("wb") as sparse:
+        sparse.truncate(6 * 2**30)  # no disk used; reading it would take 6 GiB of memory
+    with pytest.raises(DataError, match="more than any file of CIFAR-10"):
+        load_cifar10(tmp_path)
 
 
 def test_unknown_source_lists_the_choices():

@@ -35,6 +35,10 @@ _RECORD_BYTES = 1 + _IMAGE_BYTES
 _PER_FILE = 10_000
 _TRAIN_COUNT = 50_000
 _TEST_COUNT = 10_000
+# Size caps: a batch file is 30.7 MB (binary) or 31.0 MB (official pickle; up to ~62 MB when re-saved with
+# pickle protocol 2, which stores bytes as text); the class list is under 200 bytes.
+_MAX_BATCH_BYTES = 64 * 2**20
+_MAX_META_BYTES = 64 * 2**10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -327,24 +331,53 @@ def _find_copy(data_dir: Path) -> tuple[_Layout, Path]:
     )
 
 
+def _max_bytes(layout: _Layout, name: str) -> int:
+    """The most bytes a file of the official copy can hold; checked before reading, so a wrong file costs nothing."""
+    return _MAX_META_BYTES if name == layout.meta else _MAX_BATCH_BYTES
+
+
+def _too_large(where: str, size: int, limit: int) -> DataError:
+    return DataError(
+        f"{where} is {size:,} bytes, more than any file of CIFAR-10 holds ({limit:,}); it is not part of an "
+        f"official copy. Re-download it from {DOWNLOAD_URL}"
+    )
+
+
 def _read_folder(folder: Path, layout: _Layout) -> dict[str, _Blob]:
     """Read whole files: parsing needs all their bytes anyway, and the page cache makes this fast."""
-    paths = [folder / name for name in layout.files]
-    blobs = {path.name: _Blob(str(path), path.read_bytes()) for path in paths if path.is_file()}
+    blobs = {}
+    for name in layout.files:
+        path = folder / name
+        if path.is_file():
+            size, limit = path.stat().st_size, _max_bytes(layout, name)
+            if size > limit:
+                raise _too_large(str(path), size, limit)
+            blobs[name] = _Blob(str(path), path.read_bytes())
     fix = f"Re-extract the official {layout.archive} (from {DOWNLOAD_URL}) so that it holds: {', '.join(layout.files)}"
     _check_complete(blobs, layout, str(folder), fix)
     return blobs
 
 
 def _read_archive(archive: Path, layout: _Layout) -> dict[str, _Blob]:
-    """One streaming pass: a .tar.gz cannot seek back cheaply, and nothing is extracted to disk."""
+    """One streaming pass: a .tar.gz cannot seek back cheaply, and nothing is extracted to disk. Each member's
+    declared size is checked before its data is read (and before the next header: tarfile walks backwards, for
+    ever, past a member whose size is negative); a name seen twice is refused, so the pass reads a bounded total."""
     blobs = {}
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
+                where = f"{archive}:{member.name}"
+                if member.size < 0:
+                    raise DataError(f"{where} declares a negative size: the archive is corrupt; re-download it")
                 name = _member_file(member, layout.folder, archive)
-                if name in layout.files:
-                    blobs[name] = _Blob(f"{archive}:{member.name}", tar.extractfile(member).read())
+                limit = _max_bytes(layout, name) if name in layout.files else _MAX_META_BYTES  # readme.html
+                if member.size > limit:
+                    raise _too_large(where, member.size, limit)
+                if name not in layout.files:
+                    continue
+                if name in blobs:
+                    raise DataError(f"{archive} holds {member.name!r} twice: not an official CIFAR-10 archive")
+                blobs[name] = _Blob(where, tar.extractfile(member).read())
     except (tarfile.TarError, EOFError, OSError, zlib.error) as err:
         raise DataError(f"cannot read archive {archive} ({_brief(err)}); re-download it from {DOWNLOAD_URL}") from err
     _check_complete(blobs, layout, str(archive), f"Re-download the official {layout.archive} from {DOWNLOAD_URL}")
