@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -22,3 +23,25 @@ def run(main, argv=None) -> int:
     except KeyboardInterrupt:
         print("interrupted; re-run the same command to continue from the last finished epoch", file=sys.stderr)
         return 130
+
+
+def parser(prog: str, description: str | None = None, **kwargs) -> argparse.ArgumentParser:
+    """Every command's argument parser: the same --version everywhere."""
+    from keras_cifar import __version__
+
+    parser = argparse.ArgumentParser(prog=prog, description=description, **kwargs)
+    parser.add_argument("--version", action="version", version=f"keras-cifar {__version__}")
+    return parser
+
+
+def require_extra(extra: str, *modules: str) -> None:
+    """A clear error, not an ImportError traceback, when a command's optional dependencies are not installed."""
+    import importlib.util
+
+    from keras_cifar.errors import ConfigError
+
+    missing = [name for name in modules if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ConfigError(
+            f'this command needs {", ".join(missing)}, which are not installed: pip install "keras-cifar[{extra}]"'
+        )

@@ -10,7 +10,7 @@ from keras_cifar import cli
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.compare", description=__doc__)
+    parser = cli.parser(prog="python -m keras_cifar.compare", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run directories, or folders holding them (a suite's output)")
     parser.add_argument("--out", type=Path, required=True, help="report folder (report.md, report.html, figures)")
     parser.add_argument(

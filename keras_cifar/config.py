@@ -16,6 +16,7 @@ import os
 import typing
 from pathlib import Path
 
+from keras_cifar import cli
 from keras_cifar.errors import ConfigError
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
@@ -156,8 +157,12 @@ class TrainConfig:
         role="io",
         flag=False,
     )
-    verbose: int = _field(
-        2, "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch", (0, 1, 2), role="io"
+    verbose: int | None = _field(
+        None,
+        "Keras fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+        "(default: a progress bar on a terminal, one line per epoch in a log file)",
+        (0, 1, 2),
+        role="io",
     )
 
     def validate(self) -> TrainConfig:
@@ -207,10 +212,9 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be a positive number of images, got {value!r}")
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise ConfigError(
-                    f"{f.name} must be one of {', '.join(map(str, choices))}; got {getattr(self, f.name)!r}"
-                )
+            value = getattr(self, f.name)
+            if choices and value not in choices and not (value is None and f.default is None):
+                raise ConfigError(f"{f.name} must be one of {', '.join(map(str, choices))}; got {value!r}")
         if self.bias_lr_scale != 1.0 and self.optimizer == "adamw":
             raise ConfigError("bias_lr_scale only applies to SGD and muon (Adam-type updates ignore gradient scale)")
         if self.optimizer == "muon" and not self.momentum:
@@ -380,9 +384,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 def train_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """The parser of `train` (every setting a flag, --recipe, --config, --list-archs); suite and the benchmarks
     parse their training flags with it too."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = cli.parser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_config_arguments(parser)
     parser.add_argument("--list-archs", action="store_true", help="print the architecture names and exit")
     return parser

@@ -11,7 +11,7 @@ from keras_cifar.config import TTA_MODES
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.evaluate", description=__doc__)
+    parser = cli.parser(prog="python -m keras_cifar.evaluate", description=__doc__)
     parser.add_argument("target", help="a run directory (uses its model.keras and data settings) or a .keras file")
     parser.add_argument(
         "--data-dir", default=None, help="local CIFAR-10 copy (default: the run's, else $KERAS_CIFAR_DATA)"

@@ -11,7 +11,7 @@ from keras_cifar.export.formats import FORMATS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.predict", description=__doc__)
+    parser = cli.parser(prog="python -m keras_cifar.predict", description=__doc__)
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP) or folders of them")
     parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
     parser.add_argument(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import ctypes
 import dataclasses
 import fcntl
 import hashlib
@@ -20,6 +21,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -112,6 +114,41 @@ def write_atomic(path, data: str | bytes) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def replace_folder(new, target) -> None:
+    """Put folder `new` where `target` is, so that a reader, or a kill at any moment, finds the old folder or the
+    new one whole: one atomic exchange of the two names (Linux's renameat2), then the old one is deleted. Where
+    that is not available, two renames, the old folder kept as `.NAME.previous` between them (`recover_folder`
+    puts it back after a kill there)."""
+    new, target = Path(new), Path(target)
+    if not target.exists():
+        os.replace(new, target)
+    elif _exchange(new, target):
+        shutil.rmtree(new)  # the old folder, under the new one's former name
+    else:
+        previous = target.with_name(f".{target.name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        os.replace(target, previous)
+        os.replace(new, target)
+        shutil.rmtree(previous)
+
+
+def recover_folder(target) -> None:
+    """After a kill between `replace_folder`'s two renames, the old folder goes back in place."""
+    target = Path(target)
+    previous = target.with_name(f".{target.name}.previous")
+    if previous.is_dir() and not target.exists():
+        os.replace(previous, target)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # not Linux, or a C library without it
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def write_json(path, payload, sort_keys=True) -> None:

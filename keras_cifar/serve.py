@@ -11,7 +11,7 @@ from keras_cifar.export.formats import FORMATS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.serve", description=__doc__)
+    parser = cli.parser(prog="python -m keras_cifar.serve", description=__doc__)
     parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
     parser.add_argument(
         "--format",
@@ -92,6 +92,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
 def main(argv=None) -> None:
     args = parse_args(argv)
     check_limits(args)
+    cli.require_extra("serve", "fastapi", "uvicorn", "multipart", "prometheus_client")
     import uvicorn
 
     from keras_cifar.serving.app import DEFAULT_DECODE_WORKERS, create_app

@@ -1,6 +1,11 @@
 """Export: every format written, checked against the Keras model, documented; predict on real image files."""
 
 import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,6 +17,7 @@ from keras_cifar.evaluation.report import load_model_file
 from keras_cifar.export import FORMATS, load_predictor
 from keras_cifar.export.__main__ import main as export_main
 from keras_cifar.export.convert import float32_copy
+from keras_cifar.export.runtime import open_export
 
 
 def test_every_format_is_written_and_checked(exported):
@@ -125,3 +131,30 @@ def test_a_missing_or_broken_export_is_named(exported, tmp_path, capsys):
     (broken / FORMATS["tflite-float32"].file).write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="cannot load"):
         load_predictor(broken, "tflite-float32")
+
+
+@pytest.mark.slow
+def test_an_export_killed_at_random_moments_leaves_a_whole_one(exported, trained_run, tmp_path):
+    """Re-exporting over a served folder, SIGKILLed at random moments: the folder always opens (the old export or
+    the new one, every format the metadata lists present), and the next export finishes."""
+    out = tmp_path / "served"
+    shutil.copytree(exported, out)
+    command = [sys.executable, "-m", "keras_cifar.export", str(trained_run), "--out", str(out)]
+    command += ["--test-limit", "200", "--calibration-images", "64"]
+    rng = random.Random(5)
+    for _ in range(2):
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        try:
+            process.wait(rng.uniform(3, 40))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        _, stderr = process.communicate()
+        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+        predictor, fmt, metadata = open_export(out)
+        assert all((out / FORMATS[name].file).exists() for name in metadata["formats"])
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert finished.returncode == 0, finished.stderr[-2000:]
+    assert (
+        open_export(out)[2]["formats"].keys() == json.loads((exported / "metadata.json").read_text())["formats"].keys()
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".served.export", "served"]  # no partial or old folder

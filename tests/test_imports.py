@@ -45,6 +45,27 @@ def test_help_loads_no_framework(entry):
     assert heavy_modules_after(code) == []
 
 
+@pytest.mark.parametrize(
+    "entry",
+    (
+        "keras_cifar.train",
+        "keras_cifar.evaluate",
+        "keras_cifar.compare",
+        "keras_cifar.suite",
+        "keras_cifar.export",
+        "keras_cifar.predict",
+        "keras_cifar.serve",
+        "tuning.search",
+        "tuning.launch",
+    ),
+)
+def test_every_command_tells_its_version(entry):
+    from keras_cifar import __version__
+
+    out = subprocess.run([sys.executable, "-m", entry, "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == f"keras-cifar {__version__}", out.stderr[-1000:]
+
+
 def test_the_run_contract_imports_nothing_of_the_package_but_errors():
     source = Path("keras_cifar/run.py").read_text()
     imports = [line for line in source.splitlines() if line.startswith(("from keras_cifar", "import keras_cifar"))]
@@ -67,3 +88,16 @@ def test_no_module_imports_an_entry_point():
         text=True,
     ).stdout
     assert found == ""
+
+
+def test_a_missing_extra_is_named_with_its_install_command(monkeypatch):
+    import importlib.util
+
+    from keras_cifar import cli
+    from keras_cifar.errors import ConfigError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "uvicorn" else real(name))
+    with pytest.raises(ConfigError, match=r'needs uvicorn, .*pip install "keras-cifar\[serve\]"'):
+        cli.require_extra("serve", "fastapi", "uvicorn")
+    cli.require_extra("serve", "fastapi")

@@ -7,9 +7,18 @@ import sys
 
 import pytest
 
+from keras_cifar import run as run_module
 from keras_cifar.config import SEARCHABLE, TrainConfig, role_of, settings
 from keras_cifar.errors import CheckpointError, ConfigError
-from keras_cifar.run import RunDir, RunLockedError, folder_lock, read_json, write_json
+from keras_cifar.run import (
+    RunDir,
+    RunLockedError,
+    folder_lock,
+    read_json,
+    recover_folder,
+    replace_folder,
+    write_json,
+)
 from keras_cifar.training.rundir import prepare_run_dir
 
 
@@ -100,3 +109,25 @@ def test_trim_history_drops_rows_the_backup_does_not_hold(tmp_path):
     run.history_file.write_text("epoch,loss,val_accuracy\n0,2.0,0.3\n1,1.5,0.5\n2,1.2")  # row 2 torn by a kill
     assert run.trim_history(2) == 0.5
     assert run.history_file.read_text() == "epoch,loss,val_accuracy\n0,2.0,0.3\n1,1.5,0.5\n"
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["renameat2", "two-renames"])
+def test_replace_folder_leaves_the_old_folder_or_the_new_one(tmp_path, monkeypatch, exchange):
+    if not exchange:
+        monkeypatch.setattr(run_module, "_exchange", lambda a, b: False)
+    target, new = tmp_path / "export", tmp_path / ".export.partial"
+    for folder, text in ((target, "old"), (new, "new")):
+        folder.mkdir()
+        (folder / "model.tflite").write_text(text)
+    replace_folder(new, target)
+    assert (target / "model.tflite").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export"]  # nothing left beside it
+
+
+def test_recover_folder_puts_back_the_old_folder_after_a_kill_between_two_renames(tmp_path):
+    (tmp_path / ".export.previous").mkdir()
+    (tmp_path / ".export.previous" / "metadata.json").write_text("{}")
+    recover_folder(tmp_path / "export")
+    assert (tmp_path / "export" / "metadata.json").is_file() and not (tmp_path / ".export.previous").exists()
+    recover_folder(tmp_path / "export")  # nothing to do when the folder is in place
+    assert (tmp_path / "export" / "metadata.json").is_file()

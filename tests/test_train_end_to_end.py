@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from keras_cifar import cli, evaluate, train
 from keras_cifar.errors import CheckpointError, ConfigError, TrainingError
+from keras_cifar.models.saving import load_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = [
@@ -116,8 +118,6 @@ def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
 
 
 def test_the_saved_model_takes_raw_pixels(quick_run, cifar):
-    from keras_cifar.evaluation import load_model_file
-
     model = load_model_file(quick_run / "model.keras")
     probabilities = model.predict(cifar.x_test[:8].astype("float32"), verbose=0)
     assert probabilities.shape == (8, 10) and np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
@@ -243,3 +243,34 @@ def test_a_time_budget_sets_the_epochs(cifar_dir, tmp_path):
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
     assert runtime["seconds_per_step"] > 0 and runtime["epochs"] >= 1
     assert len(read_history(run_dir)) == runtime["epochs"]
+
+
+@pytest.mark.slow
+def test_a_run_killed_at_random_moments_ends_whole(cifar_dir, tmp_path):
+    """SIGKILL at three random moments (start-up, an epoch, a checkpoint write, the report...), each followed by
+    the same command: the run ends finished and whole, never refused as corrupt."""
+    run_dir = tmp_path / "run"
+    command = [*TINY, "--epochs", "3", "--train-limit", "512", "--data-dir", cifar_dir, "--run-dir", run_dir]
+    rng = random.Random(13)
+    for _ in range(3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keras_cifar.train", *map(str, command)],
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            process.wait(rng.uniform(2, 25))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        _, stderr = process.communicate()
+        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+        if process.returncode == 0:
+            break
+    if not (run_dir / "metrics.json").exists():
+        again = python_m("keras_cifar.train", *command)
+        assert again.returncode == 0, again.stderr[-2000:]
+    assert [int(r["epoch"]) for r in read_history(run_dir)] == [0, 1, 2]
+    assert json.loads((run_dir / "metrics.json").read_text())["accuracy"] >= 0
+    assert load_model_file(run_dir / "model.keras").count_params() > 0

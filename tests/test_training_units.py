@@ -1,6 +1,7 @@
 """Config layering, the split, augmentation, schedules and host choices: the pieces a run is made of."""
 
 import argparse
+import io
 import json
 import re
 
@@ -235,3 +236,16 @@ def test_augmentation_stays_float32_under_mixed_precision():
     stack = build_augmentation(crop_padding=4, flip=True, seed=0)
     images = np.random.default_rng(0).uniform(0, 255, (4, 32, 32, 3)).astype("float32")
     assert np.array_equal(np.asarray(stack(images, training=False)), images)  # bfloat16 would round 162.43 to 162
+
+
+def test_progress_bars_on_a_terminal_one_line_per_epoch_in_a_log(tmp_path):
+    from keras_cifar.training.loop import fit_verbosity
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    assert fit_verbosity(None, Terminal()) == 1
+    with (tmp_path / "log").open("w") as log:
+        assert fit_verbosity(None, log) == 2
+    assert fit_verbosity(0, Terminal()) == 0 and fit_verbosity(1, io.StringIO()) == 1

@@ -17,6 +17,7 @@ import pytest
 from keras_cifar.config import TrainConfig, read_config_file
 from keras_cifar.errors import ConfigError
 from keras_cifar.models.registry import MODELS
+from keras_cifar.run import RunLockedError, folder_lock
 from tuning import search
 from tuning.hypermodel import CifarHyperModel
 from tuning.space import SPACES, declare, resolve_space
@@ -370,3 +371,39 @@ def test_a_worker_out_of_restarts_stops_the_launch_and_a_rerun_finishes_the_sear
     rerun = Launch(tmp_path, port, *flags, workers=1)
     assert rerun.wait() == 0, "".join(rerun.lines)[-3000:]
     check_every_trial_finished_once(tmp_path / "p", 2)
+
+
+def test_a_second_search_on_the_same_project_is_refused(tmp_path):
+    base = TrainConfig(arch="resnet18", val_split=500)
+    with folder_lock(tmp_path / "p", "search"), pytest.raises(RunLockedError, match=r"\(search\)"):
+        search.run_search(base, tuner="random", max_trials=1, directory=tmp_path, project_name="p")
+    assert not (tmp_path / "p" / "search.json").exists()  # refused before it touched the project
+
+
+def alive(pid: int) -> bool:
+    """Running, not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals are Linux's")
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_the_chief_and_workers_never_outlive_the_launcher(tmp_path, cifar_dir, how):
+    run = Launch(tmp_path, free_port(), *DISTRIBUTED, "--data-dir", cifar_dir, workers=1)
+    deadline = time.time() + 120
+    while not (run.pid("chief") and run.pid("tuner0")):
+        assert run.process.poll() is None and time.time() < deadline, "".join(run.lines)[-3000:]
+        time.sleep(0.2)
+    children = [run.pid("chief"), run.pid("tuner0")]
+    assert all(alive(pid) for pid in children)
+    run.process.send_signal(how)
+    status = run.wait(60)
+    deadline = time.time() + 60
+    while any(alive(pid) for pid in children) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in children)
+    if how == signal.SIGTERM:
+        assert status == 128 + signal.SIGTERM
+        assert any("launch: stopped by SIGTERM" in line for line in run.lines)

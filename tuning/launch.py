@@ -8,13 +8,19 @@ DIRECTORY/PROJECT/logs/<name>.log and, prefixed with its name, to this terminal.
 A worker that dies before the search ends (killed, out of memory) is started again under the same
 KERASTUNER_TUNER_ID, up to --max-restarts times: the oracle hands it back the trial it was running, which trains
 again from the start. Without that the oracle would wait for the dead worker's trial forever.
+
+The chief and workers never outlive the launcher: SIGTERM or SIGHUP stops them as Ctrl-C does, and on Linux
+each is started with a parent-death signal, so even a launcher killed with SIGKILL takes them with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import errno
+import functools
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +37,7 @@ CHIEF_GRACE_SECONDS = 30
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         prog="python -m tuning.launch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes, each training one trial at a time")
@@ -45,14 +51,18 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args, search_args = parse_args(argv)
     project = args.project_name or _flag_value(search_args, "--arch") or "search"
-    return launch(
-        search_args,
-        workers=args.workers,
-        port=args.port,
-        directory=args.directory,
-        project_name=project,
-        max_restarts=args.max_restarts,
-    )
+    try:
+        return launch(
+            search_args,
+            workers=args.workers,
+            port=args.port,
+            directory=args.directory,
+            project_name=project,
+            max_restarts=args.max_restarts,
+        )
+    except _Stopped as stop:
+        print(f"launch: stopped by {stop}; the chief and workers were stopped too. Re-run to continue", flush=True)
+        return 128 + stop.signum
 
 
 def check_port_free(ip: str, port: int) -> None:
@@ -93,6 +103,7 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
     threads = str(max(1, (os.cpu_count() or 1) // workers))
     for variable in ("TF_NUM_INTRAOP_THREADS", "OMP_NUM_THREADS"):
         env.setdefault(variable, threads)
+    _stop_on_signals()
     processes = {"chief": _start("chief", command, env, logs)}
     restarts = {}
     for i in range(workers):
@@ -139,6 +150,30 @@ def launch(search_args, workers=2, port=8470, directory="runs/search", project_n
     return status
 
 
+class _Stopped(BaseException):
+    """Raised by SIGTERM or SIGHUP so that `launch`'s `finally` stops the children, as it does on Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stop_on_signals() -> None:
+    def stop(signum, frame):
+        raise _Stopped(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the launcher dies, however it dies."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the launcher died before prctl took effect
+        os._exit(1)
+
+
 def _start(name, command, env, logs: Path) -> subprocess.Popen:
     process = subprocess.Popen(
         command,
@@ -146,6 +181,7 @@ def _start(name, command, env, logs: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None,
     )
     print(f"launch: {name} started, pid {process.pid}", flush=True)
     threading.Thread(target=_relay, args=(name, process, logs / f"{name}.log"), daemon=True).start()

@@ -9,6 +9,7 @@ trials.csv, trials.png and best_config.yaml (a `keras_cifar.train --config` file
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from keras_cifar import cli
 from keras_cifar.config import settings
-from keras_cifar.run import read_json, write_json
+from keras_cifar.run import folder_lock, read_json, write_json
 
 TUNERS = ("hyperband", "bayesian", "random")
 # The search selects on validation accuracy; without early stopping a trial's best epoch would still be chosen,
@@ -26,7 +27,7 @@ SEARCH_PATIENCE = 3
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = cli.parser(
         prog="python -m tuning.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     from keras_cifar.config import add_config_arguments
@@ -48,6 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    cli.require_extra("tune", "keras_tuner", "grpc")
     from keras_cifar.config import FIELDS, resolve_config
 
     typed = [name for name in vars(args) if name in FIELDS]
@@ -72,9 +74,7 @@ def run_search(
 ):
     """Run (or continue) the search; return the best config's path, or None on a distributed worker (the chief
     writes the results)."""
-    from keras_cifar.errors import ConfigError, TrainingError
-    from tuning import results
-    from tuning.hypermodel import CifarHyperModel
+    from keras_cifar.errors import ConfigError
     from tuning.space import resolve_space
 
     if tuner not in TUNERS:
@@ -87,6 +87,17 @@ def run_search(
     base = dataclasses.replace(base, **space.fixed)
     project_dir = Path(directory) / project_name
     role = distributed_role()
+    # One search per project: a second one (or a second chief) is refused at once, naming the first one's pid.
+    with contextlib.nullcontext() if role == "worker" else folder_lock(project_dir, "search"):
+        return _search(base, space, tuner, max_trials, directory, project_name, project_dir, role)
+
+
+def _search(base, space, tuner, max_trials, directory, project_name, project_dir, role):
+    """The search itself, under the project's lock (not taken by a worker: its chief holds it)."""
+    from keras_cifar.errors import TrainingError
+    from tuning import results
+    from tuning.hypermodel import CifarHyperModel
+
     if role != "worker":
         check_same_search(project_dir, base, space, tuner)
     if role == "chief":

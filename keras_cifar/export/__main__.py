@@ -21,7 +21,7 @@ def formats_list(text: str) -> list[str]:
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m keras_cifar.export", description=__doc__)
+    parser = cli.parser(prog="python -m keras_cifar.export", description=__doc__)
     parser.add_argument("run_dir", type=Path, help="a finished training run (its model.keras is exported)")
     parser.add_argument(
         "--formats",

@@ -6,7 +6,6 @@ An export folder is self-contained: the model files, `labels.txt`, `metadata.jso
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from keras_cifar.export.check import check_format, format_report_table
 from keras_cifar.export.convert import float32_copy
 from keras_cifar.export.formats import FORMATS
 from keras_cifar.export.runtime import load_predictor, tflite_interpreter_class
-from keras_cifar.run import RunDir, cpu_info, folder_lock, write_json
+from keras_cifar.run import RunDir, cpu_info, folder_lock, recover_folder, replace_folder, write_json
 
 INPUT_DESCRIPTION = "RGB pixels 0-255, shape [N, 32, 32, 3], float32 or uint8; normalisation is inside the model"
 
@@ -106,15 +105,11 @@ def export_run(run_dir, out, formats, images, labels, calibration_images, class_
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with folder_lock(out.parent / f".{out.name}.export", "export"):
+        recover_folder(out)
         building = out.with_name(f".{out.name}.partial")
         shutil.rmtree(building, ignore_errors=True)  # a killed export's
         report = _build(run_dir, building, formats, images, labels, calibration_images, class_names, max_drop_points)
-        previous = out.with_name(f".{out.name}.previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        if out.exists():
-            os.replace(out, previous)
-        os.replace(building, out)
-        shutil.rmtree(previous, ignore_errors=True)
+        replace_folder(building, out)
     return report
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
+import sys
 from pathlib import Path
 
 import keras
@@ -123,6 +124,14 @@ def planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation
     return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=step)
 
 
+def fit_verbosity(verbose: int | None, stream=None) -> int:
+    """A progress bar for a person at a terminal; one line per epoch for a log file (a bar's redraws garble it)."""
+    if verbose is not None:
+        return verbose
+    stream = stream or sys.stdout
+    return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
+
+
 def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=0):
     """`model.fit` as every run trains, for `train` and a tuning trial alike, and a refusal when the loss became
     NaN/inf (TerminateOnNaN stopped the fit) instead of a broken model reported as trained."""
@@ -133,7 +142,7 @@ def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=
         epochs=epochs,
         initial_epoch=initial_epoch,
         callbacks=callbacks,
-        verbose=config.verbose,
+        verbose=fit_verbosity(config.verbose),
         shuffle=False,
     )
     losses = history.history.get("loss", [])
