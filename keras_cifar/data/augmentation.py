@@ -41,8 +41,8 @@ class RandomPadCrop(keras.layers.Layer):
         offsets = keras.random.randint((batch, 2), 0, 2 * p + 1, seed=self.seed_generator)
         rows = offsets[:, :1] + ops.arange(height)[None, :]
         cols = offsets[:, 1:] + ops.arange(width)[None, :]
-        # One gather of pixels from the flattened padded batch: 9 ms for 1,024 images at padding 2, where two
-        # take_along_axis calls over index tensors the size of the batch took 66 ms (TensorFlow, 2 cores).
+        # One gather of pixels from the flattened padded batch, not two take_along_axis calls over index tensors
+        # the size of the batch: one small index instead of two large ones (several times faster on a CPU).
         index = (ops.arange(batch)[:, None, None] * (height + 2 * p) + rows[:, :, None]) * (width + 2 * p)
         index = index + cols[:, None, :]
         pixels = ops.take(ops.reshape(padded, (-1, channels)), ops.reshape(index, (-1,)), axis=0)

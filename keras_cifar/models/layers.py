@@ -7,9 +7,9 @@ import keras
 class BatchNorm(keras.layers.BatchNormalization):
     """Keras's BatchNormalization, run as TensorFlow's single fused kernel on the TensorFlow backend.
 
-    Keras 3 computes batch norm from generic ops (cast to float32, moments, normalise, cast back): at
-    airbench's shapes in bfloat16 its forward + backward takes 320 ms of a 2.9 s train step where the
-    fused kernel takes 65 ms (`benchmarks/batchnorm_gelu.py`). The fused kernel keeps its statistics in
+    Keras 3 computes batch norm from generic ops (cast to float32, moments, normalise, cast back), several times
+    slower than the fused kernel at airbench's shapes (`results/benchmarks/batchnorm_gelu.txt`, from
+    `benchmarks/batchnorm_gelu.py`). The fused kernel keeps its statistics in
     float32 whatever the input dtype, as Keras does. Other backends, masks, renorm, synchronised BN and
     non-NHWC layouts take Keras's own path, so the layer stays a drop-in, backend-agnostic replacement.
 

@@ -3,8 +3,8 @@
 On a CPU a batch of 16 images costs far less than 16 calls of one (the weights are read once and the
 convolutions vectorise across the batch), so when requests overlap the server waits up to `window_ms` for
 more images and runs them together. A lone request waits at most that window. `benchmarks/serve_load.py`
-measures the effect: for airbench on 2 cores it costs 7-11 % (the model takes 1.4 ms an image, HTTP and
-decoding take the rest), so the server leaves it off unless asked; it pays for heavier models.
+measures the effect (`results/benchmarks/serve_load.txt`): for a light model, HTTP and decoding cost more than
+the model call, so waiting does not pay and the server leaves it off unless asked; it pays for heavier models.
 
 At most `max_pending` images wait for or are in a model call at once; a request that would pass that is
 refused at once with `Overloaded` (the server answers 503 with Retry-After) instead of queueing without bound.
