@@ -15,6 +15,9 @@ import numpy as np
 from keras_cifar.errors import KerasCifarError
 from keras_cifar.export.formats import IMAGE_SIGNATURE, UINT8_SIGNATURE
 
+# Opset 17 (ONNX 1.12, 2022): run by every ONNX Runtime since 1.12 and by most other engines.
+ONNX_OPSET = 17
+
 
 class ExportError(KerasCifarError):
     """A model that cannot be exported to a requested format."""
@@ -63,6 +66,23 @@ def export_savedmodel(model: keras.Model, directory: Path) -> Path:
     )
     archive.write_out(str(directory), verbose=False)
     return directory
+
+
+def convert_onnx(model: keras.Model, opset: int = ONNX_OPSET) -> bytes:
+    """An ONNX graph of the model's forward pass, with the SavedModel's names: `images` [N, 32, 32, 3] float32
+    0-255 in, `probabilities` [N, classes] out (tf2onnx, from the same traced function)."""
+    import tensorflow as tf
+    import tf2onnx
+
+    height, width, channels = model.input_shape[1:]
+    spec = [tf.TensorSpec([None, height, width, channels], tf.float32, name="images")]
+
+    @tf.function(input_signature=spec)
+    def serve(images):
+        return {"probabilities": model(images, training=False)}
+
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    return proto.SerializeToString()
 
 
 def convert_tflite(saved_model_dir: Path, kind: str, calibration_images: np.ndarray | None = None) -> bytes:

@@ -43,6 +43,23 @@ def _tflite(kind):
     return convert
 
 
+def _onnx(model, target, folder, calibration):
+    from keras_cifar.cli import require_extra
+    from keras_cifar.export.convert import convert_onnx
+    from keras_cifar.run import write_atomic
+
+    require_extra("onnx", "tf2onnx", "onnx")
+    write_atomic(target, convert_onnx(model))
+
+
+def _load_onnx(path):
+    from keras_cifar.cli import require_extra
+    from keras_cifar.export.runtime import ONNXPredictor
+
+    require_extra("onnx", "onnxruntime")
+    return ONNXPredictor(path)
+
+
 def _load_savedmodel(path):
     from keras_cifar.export.runtime import SavedModelPredictor
 
@@ -92,6 +109,13 @@ FORMATS = {
             "TFLite, full integer: int8 weights and activations, uint8 pixels in",
             _tflite("tflite-int8"),
             _load_tflite,
+        ),
+        ExportFormat(
+            "onnx",
+            "model.onnx",
+            "ONNX (opset 17) for ONNX Runtime and other engines: float32 0-255 images in, probabilities out",
+            _onnx,
+            _load_onnx,
         ),
     )
 }

@@ -29,6 +29,21 @@ class SavedModelPredictor:
         return self.signature(images=images)["probabilities"].numpy()
 
 
+class ONNXPredictor:
+    """An ONNX file on ONNX Runtime's CPU engine; the session takes any batch size and is safe to call from threads."""
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = num_threads or os.cpu_count() or 1
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self._input: np.asarray(images, dtype=np.float32)})[0]
+
+
 def tflite_interpreter_class():
     """LiteRT's interpreter if installed (the supported runtime), else TensorFlow's copy of it."""
     try:
@@ -107,7 +122,7 @@ def predict_in_batches(predictor, images: np.ndarray, batch_size: int = 256) -> 
 
 
 # The default format to serve: the float TFLite file needs no TensorFlow at run time and loads in milliseconds.
-PREFERRED_FORMATS = ("tflite-float32", "savedmodel", "tflite-float16", "tflite-dynamic-int8", "tflite-int8")
+PREFERRED_FORMATS = ("tflite-float32", "savedmodel", "tflite-float16", "tflite-dynamic-int8", "tflite-int8", "onnx")
 
 
 MAX_METADATA_BYTES = 2**20  # an export's metadata.json is a few KB; anything this large is not one
