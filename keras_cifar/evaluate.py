@@ -1,4 +1,5 @@
-"""`python -m keras_cifar.evaluate RUN_DIR_OR_MODEL`: test-set metrics, confusion matrix, metrics.json."""
+"""`python -m keras_cifar.evaluate RUN_DIR_OR_MODEL`: test-set metrics, calibration, the most confident mistakes
+and, with --corruptions, accuracy under common corruptions; metrics.json and plots."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def parse_args(argv=None) -> argparse.Namespace:
         "mirror; flip_translate adds one-pixel shifts (6 views)",
     )
     parser.add_argument(
+        "--corruptions",
+        type=int,
+        nargs="?",
+        const=1000,
+        default=0,
+        metavar="N",
+        help="also measure accuracy under common corruptions (CIFAR-10-C's definitions: 6 kinds x 5 severities) on "
+        "the first N test images, 1000 when N is left out; each costs 30 predictions an image",
+    )
+    parser.add_argument(
         "--out",
         default=None,
         help="where metrics.json and the plots go (default: the run directory, or the model file's folder)",
@@ -38,7 +49,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     from keras_cifar.data import load_cifar10
-    from keras_cifar.errors import CheckpointError
+    from keras_cifar.errors import CheckpointError, ConfigError
+
+    if args.corruptions < 0:
+        raise ConfigError(f"--corruptions takes a number of test images (0 to skip), got {args.corruptions}")
     from keras_cifar.evaluation import report_run
     from keras_cifar.run import RunDir
 
@@ -63,8 +77,9 @@ def main(argv=None) -> None:
             tta=args.tta,
             model_path=model_path,
             data_fingerprint=data.fingerprint,
+            corruption_images=args.corruptions,
         )
-    print(f"wrote {out / RunDir.METRICS} and {out / 'confusion_matrix.png'}")
+    print(f"wrote {out / RunDir.METRICS}, confusion_matrix.png, reliability.png and mistakes.png")
 
 
 def cli_main() -> None:

@@ -18,6 +18,14 @@ from keras_cifar.evaluation import (
     predict_probabilities,
     write_metrics,
 )
+from keras_cifar.evaluation.plots import plot_mistakes, plot_reliability
+from keras_cifar.evaluation.reliability import (
+    CORRUPTIONS,
+    calibration,
+    confident_mistakes,
+    corrupt,
+    corruption_accuracy,
+)
 
 CIFAR10_CLASSES = [
     "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
@@ -227,3 +235,70 @@ def test_plot_training_curves_missing_or_empty_log_names_the_file(tmp_path):
     with pytest.raises(KerasCifarError, match="header_only.csv"):
         plot_training_curves(header_only, tmp_path / "x.png")
     assert not (tmp_path / "x.png").exists()
+
+
+# Beyond accuracy: calibration, corruptions, confident mistakes
+
+
+def test_calibration_error_is_zero_when_confidence_matches_accuracy_and_large_when_it_does_not():
+    labels = np.zeros(1000, dtype=int)
+    probabilities = np.full((1000, 2), 0.0)
+    probabilities[:, 1], probabilities[:, 0] = 0.3, 0.7  # 70 % confident in class 0 ...
+    probabilities[:300] = [0.3, 0.7]  # ... and right 700 times in 1,000 (300 predict class 1 at 70 %)
+    calibrated = calibration(labels, probabilities)
+    assert calibrated["ece"] == pytest.approx(0.0, abs=1e-9) and calibrated["mean_confidence"] == pytest.approx(0.7)
+    assert sum(b["count"] for b in calibrated["bins"]) == 1000 and len(calibrated["bins"]) == 15
+
+    overconfident = np.tile([0.99, 0.01], (1000, 1))
+    labels = np.arange(1000) % 2  # right half the time
+    result = calibration(labels, overconfident)
+    assert result["ece"] == pytest.approx(0.49) and result["mce"] == pytest.approx(0.49)
+
+
+def test_confident_mistakes_are_the_wrong_answers_most_confident_first():
+    probabilities = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95]])
+    mistakes = confident_mistakes(np.array([0, 0, 1, 1]), probabilities, ["a", "b"], k=5)
+    assert [(m["index"], m["true"], m["predicted"]) for m in mistakes] == [(1, "a", "b"), (2, "b", "a")]
+    assert mistakes[0]["confidence"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
+def test_each_corruption_damages_more_at_each_severity_and_is_repeatable(name):
+    rng = np.random.default_rng(0)
+    images = rng.integers(40, 216, size=(16, 32, 32, 3)).astype(np.uint8)
+    images[:, :16] //= 2  # some structure for blur, pixelation and JPEG to destroy
+    damage = []
+    for severity in range(1, 6):
+        corrupted = corrupt(images, name, severity)
+        assert corrupted.shape == images.shape and corrupted.dtype == np.uint8
+        np.testing.assert_array_equal(corrupted, corrupt(images, name, severity))  # seeded
+        damage.append(np.abs(corrupted.astype(float) - images).mean())
+    assert damage[0] > 0 and damage[-1] > damage[0]
+    assert all(b >= a - 0.05 for a, b in zip(damage, damage[1:]))  # near-monotone (JPEG quantisation wobbles)
+
+
+def test_corruption_accuracy_reports_every_set_and_refuses_unknown_corruptions():
+    images = np.zeros((4, 32, 32, 3), np.uint8)
+    images[2:] = 200
+    labels = np.array([0, 0, 1, 1])
+
+    def bright_is_one(x):  # a "model" that tells dark from bright images, which most corruptions keep
+        bright = x.reshape(len(x), -1).mean(axis=1) > 100
+        return np.stack([~bright, bright], axis=1).astype(float)
+
+    result = corruption_accuracy(bright_is_one, images, labels)
+    assert result["clean"] == 1.0 and result["images"] == 4 and len(result["by_corruption"]) == 6
+    assert result["relative"] == pytest.approx(result["mean"])
+    with pytest.raises(ValueError, match="unknown corruption"):
+        corrupt(images, "fog", 1)
+    with pytest.raises(ValueError, match="severity"):
+        corrupt(images, "contrast", 6)
+
+
+def test_reliability_and_mistake_figures_are_written(tmp_path):
+    probabilities = np.tile([0.8, 0.2], (50, 1))
+    labels = np.arange(50) % 2
+    plot_reliability(calibration(labels, probabilities), tmp_path / "reliability.png")
+    images = np.zeros((50, 32, 32, 3), np.uint8)
+    plot_mistakes(images, confident_mistakes(labels, probabilities, ["a", "b"]), tmp_path / "mistakes.png")
+    assert (tmp_path / "reliability.png").stat().st_size > 5_000 and (tmp_path / "mistakes.png").stat().st_size > 5_000

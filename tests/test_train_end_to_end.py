@@ -70,6 +70,8 @@ def test_a_run_directory_holds_every_output(quick_run):
         "metrics.json",
         "confusion_matrix.png",
         "training_curves.png",
+        "reliability.png",
+        "mistakes.png",
         "tensorboard",
     ):
         if name == "tensorboard":
@@ -93,6 +95,10 @@ def test_a_run_directory_holds_every_output(quick_run):
     assert 0.0 <= metrics["accuracy"] <= 1.0 and set(metrics["per_class"]) >= {"airplane", "truck"}
     assert metrics["training"]["epochs_run"] == 2 and metrics["arch"] == "resnet18"
     assert metrics["data_fingerprint"] == saved["data"]["fingerprint"]
+    assert 0.0 <= metrics["calibration"]["ece"] <= 1.0 and "corruptions" not in metrics  # opt-in: evaluate's
+    assert [m["confidence"] for m in metrics["confident_mistakes"]] == sorted(
+        (m["confidence"] for m in metrics["confident_mistakes"]), reverse=True
+    )
 
 
 def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
@@ -134,6 +140,23 @@ def test_evaluate_rewrites_the_report_with_tta(quick_run, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["tta"] == "flip" and metrics["num_test_images"] == 128  # the run's own --test-limit
     assert (out / "confusion_matrix.png").stat().st_size > 10_000
+
+
+def test_evaluate_measures_accuracy_under_common_corruptions(quick_run, tmp_path, capsys):
+    out = tmp_path / "eval"
+    evaluate.main([str(quick_run), "--corruptions", "64", "--out", str(out)])
+    corruptions = json.loads((out / "metrics.json").read_text())["corruptions"]
+    assert corruptions["images"] == 64 and set(corruptions["by_corruption"]) == {
+        "gaussian_noise",
+        "gaussian_blur",
+        "contrast",
+        "brightness",
+        "pixelate",
+        "jpeg",
+    }
+    assert all(len(row) == 5 for row in corruptions["by_corruption"].values())
+    assert "common corruptions on 64 test images" in capsys.readouterr().out
+    assert cli.run(evaluate.main, [str(quick_run), "--corruptions", "-1", "--out", str(out)]) == 2
 
 
 def test_a_corrupt_model_file_is_named(tmp_path, cifar_dir, capsys):

@@ -38,6 +38,8 @@ def summary_table(groups: list[Group]) -> tuple[list, list]:
         "epochs (best)",
         "train img/s",
         "CPU latency ms",
+        "ECE %",
+        "corrupted acc % (of clean)",
     ]
     header += [f"{f} acc % / ms" for f in export_formats]
     rows = []
@@ -59,12 +61,32 @@ def summary_table(groups: list[Group]) -> tuple[list, list]:
             f"{_mean_or_none(training('epochs_run')):.0f}" + (f" ({sorted(best)[len(best) // 2]})" if best else ""),
             _opt(_mean_or_none(training("train_images_per_second")), ".0f"),
             f"{mean(lambda r, m: m['latency_ms']):.2f}",
+            _opt(_mean_or_none([ece(r) for r in g.runs]), ".2f"),
+            _corrupted(g),
         ]
         for fmt in export_formats:
             figures = [r.exports[fmt] for r in g.runs if fmt in r.exports]
             row.append(f"{100 * figures[0]['accuracy']:.2f} / {figures[0]['latency_ms']:.2f}" if figures else "—")
         rows.append(row)
     return header, rows
+
+
+def ece(run) -> float | None:
+    """Expected calibration error in percent; None for a run evaluated before calibration was measured."""
+    calibration = run.metrics.get("calibration")
+    return 100 * calibration["ece"] if calibration else None
+
+
+def corrupted(run) -> float | None:
+    """Mean accuracy over the 30 corrupted test sets in percent; None unless `evaluate --corruptions` ran."""
+    corruptions = run.metrics.get("corruptions")
+    return 100 * corruptions["mean"] if corruptions else None
+
+
+def _corrupted(group: Group) -> str:
+    means = _mean_or_none([corrupted(r) for r in group.runs])
+    shares = _mean_or_none([100 * r.metrics["corruptions"]["relative"] for r in group.runs if corrupted(r) is not None])
+    return "—" if means is None else f"{means:.2f} ({shares:.0f} %)"
 
 
 def _mean_or_none(values):
@@ -93,6 +115,15 @@ def best_under_each_criterion(groups: list[Group]) -> list[str]:
     for name, key, pick, fmt in criteria:
         best = pick(groups, key=lambda g: g.mean(key))
         lines.append(f"{name}: **{best.label}** ({fmt.format(best.mean(key))})")
+    for name, key, pick, fmt in (
+        ("best calibrated (lowest ECE)", ece, min, "{:.2f} %"),
+        ("most accurate on corrupted images", corrupted, max, "{:.2f} %"),
+    ):
+        measured = [(g, _mean_or_none([key(r) for r in g.runs])) for g in groups]
+        measured = [(g, v) for g, v in measured if v is not None]
+        if measured:
+            best, value = pick(measured, key=lambda pair: pair[1])
+            lines.append(f"{name}: **{best.label}** ({fmt.format(value)})")
     return lines
 
 

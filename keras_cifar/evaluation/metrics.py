@@ -118,6 +118,21 @@ def format_metrics_table(metrics, title=None):
         f"top-5 accuracy  {metrics['top5_accuracy']:.2%}",
         f"log loss        {metrics['log_loss']:.4f}",
     ]
+    if "calibration" in metrics:
+        c = metrics["calibration"]
+        lines.append(f"calibration     ECE {c['ece']:.2%} (mean confidence {c['mean_confidence']:.2%})")
+    return "\n".join(lines)
+
+
+def format_corruptions(corruptions):
+    """Accuracy under each corruption at severities 1-5, the clean accuracy and the mean, as a table."""
+    lines = [
+        f"common corruptions on {corruptions['images']} test images (no TTA): clean {corruptions['clean']:.2%}",
+        f"{'corruption':<16}" + "".join(f"{f'sev {s}':>9}" for s in range(1, 6)),
+    ]
+    for name, row in corruptions["by_corruption"].items():
+        lines.append(f"{name:<16}" + "".join(f"{a:>9.2%}" for a in row))
+    lines.append(f"mean {corruptions['mean']:.2%} ({corruptions['relative']:.1%} of clean)")
     return "\n".join(lines)
 
 

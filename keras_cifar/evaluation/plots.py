@@ -1,4 +1,4 @@
-"""PNG figures of a confusion matrix and of a training run.
+"""PNG figures of a confusion matrix, a training run, a reliability diagram and a gallery of mistakes.
 
 Built on matplotlib's object-oriented `Figure` API, which renders with Agg and never touches pyplot's
 global state, so plotting works on a headless machine and leaks no figures in a long process.
@@ -38,6 +38,60 @@ def plot_confusion_matrix(confusion, class_names, path, title="Confusion matrix 
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     ax.set_title(title)
+    _save(fig, path)
+
+
+def plot_reliability(calibration, path, title="Reliability (test set)"):
+    """Accuracy against confidence per bin, beside the diagonal a calibrated model would follow; the bars' gap
+    to it is what the ECE averages."""
+    bins = [b for b in calibration["bins"] if b["count"]]
+    fig = Figure(figsize=(5.5, 5.0))
+    ax = fig.add_subplot()
+    width = bins[0]["upper"] - bins[0]["lower"] if bins else 0.1
+    ax.bar(
+        [b["lower"] for b in bins],
+        [b["accuracy"] for b in bins],
+        width=width,
+        align="edge",
+        color="tab:blue",
+        edgecolor="white",
+        label="accuracy in bin",
+    )
+    ax.bar(
+        [b["lower"] for b in bins],
+        [b["confidence"] - b["accuracy"] for b in bins],
+        bottom=[b["accuracy"] for b in bins],
+        width=width,
+        align="edge",
+        color="tab:red",
+        alpha=0.35,
+        label="gap to confidence",
+    )
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-1 probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(
+        f"{title}\nECE {100 * calibration['ece']:.2f} %, mean confidence {100 * calibration['mean_confidence']:.1f} %"
+    )
+    ax.legend(loc="upper left")
+    _save(fig, path)
+
+
+def plot_mistakes(images, mistakes, path, title="Most confident mistakes (test set)"):
+    """The images the model got wrong with the highest confidence, each with its true and predicted label."""
+    columns = 4
+    rows = max(1, math.ceil(len(mistakes) / columns))
+    fig = Figure(figsize=(2.2 * columns, 2.4 * rows + 0.4))
+    for i in range(rows * columns):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        ax.axis("off")
+        if i < len(mistakes):
+            m = mistakes[i]
+            ax.imshow(images[m["index"]], interpolation="nearest")
+            ax.set_title(f"{m['true']} → {m['predicted']}\n{100 * m['confidence']:.0f} % (#{m['index']})", fontsize=8)
+    fig.suptitle(title)
     _save(fig, path)
 
 
