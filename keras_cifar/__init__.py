@@ -8,3 +8,11 @@ import os
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 __version__ = "0.1.0"
+
+
+def load_model(path):
+    """Load a `.keras` file this package wrote: `keras.saving.load_model` alone does not know its custom layers
+    (they register when the package's modules are imported, which this does first)."""
+    from keras_cifar.models.saving import load_model_file
+
+    return load_model_file(path)

@@ -1,4 +1,5 @@
-"""`python -m keras_cifar.predict PATH... --model exported_models/NAME`: classify image files with an exported model."""
+"""`python -m keras_cifar.predict PATH... --model MODEL`: classify image files with an export folder, a run directory
+or a `.keras` file."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from keras_cifar.export.formats import FORMATS
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.parser(prog="python -m keras_cifar.predict", description=__doc__)
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP) or folders of them")
-    parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an export folder (`python -m keras_cifar.export`), a run directory or a .keras file (these two run "
+        "on Keras and TensorFlow)",
+    )
     parser.add_argument(
         "--format",
         default=None,
@@ -54,7 +60,7 @@ def read_file(path, max_bytes: int) -> bytes:
 def main(argv=None) -> int:
     args = parse_args(argv)
     from keras_cifar.errors import ConfigError
-    from keras_cifar.export.runtime import open_export, top_k
+    from keras_cifar.export.runtime import open_model, top_k
     from keras_cifar.serving.images import MAX_FILE_BYTES, ImageError, check_input_shape, decode_image, image_files
 
     if not 1 <= args.top_k <= 1000:
@@ -62,7 +68,7 @@ def main(argv=None) -> int:
     if args.max_file_mb is not None and not args.max_file_mb > 0:
         raise ConfigError(f"--max-file-mb must be positive, got {args.max_file_mb}")
     max_bytes = int(args.max_file_mb * 2**20) if args.max_file_mb else MAX_FILE_BYTES
-    predictor, fmt, metadata = open_export(args.model, args.format)
+    predictor, fmt, metadata = open_model(args.model, args.format)
     files = image_files(args.paths)
     check_input_shape(metadata["input_shape"])
     labels = metadata["labels"]

@@ -1,4 +1,5 @@
-"""`python -m keras_cifar.serve --model exported_models/NAME`: the prediction API and web page on one port."""
+"""`python -m keras_cifar.serve --model MODEL`: the prediction API and web page on one port, for an export folder, a
+run directory or a `.keras` file."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from keras_cifar.export.formats import FORMATS
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.parser(prog="python -m keras_cifar.serve", description=__doc__)
-    parser.add_argument("--model", required=True, help="an export folder written by `python -m keras_cifar.export`")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an export folder (`python -m keras_cifar.export`), a run directory or a .keras file (these two run "
+        "on Keras and TensorFlow)",
+    )
     parser.add_argument(
         "--format",
         default=None,

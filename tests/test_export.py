@@ -106,6 +106,31 @@ def test_predict_classifies_files_of_any_size_and_mode(exported, cifar, tmp_path
     assert next(r for r in rows if r["file"].endswith("big.jpg"))[("width")] == 120
 
 
+def test_predict_runs_a_run_directory_or_a_keras_file_as_its_export_does(
+    exported, trained_run, cifar, tmp_path, capsys
+):
+    folder = write_images(tmp_path / "pictures", cifar)
+
+    def top1(model, *flags):
+        assert cli.run(predict.main, [str(folder), "--model", str(model), "--json", *flags]) == 0
+        return {json.loads(line)["file"]: json.loads(line)["top_k"][0] for line in capsys.readouterr().out.splitlines()}
+
+    exported_answers = top1(exported, "--format", "savedmodel")
+    for model in (trained_run, trained_run / "model.keras"):
+        answers = top1(model)
+        assert {f: a["label"] for f, a in answers.items()} == {f: a["label"] for f, a in exported_answers.items()}
+        for name, answer in answers.items():
+            assert answer["probability"] == pytest.approx(exported_answers[name]["probability"], abs=1e-4)
+    assert cli.run(predict.main, [str(folder), "--model", str(trained_run), "--format", "tflite-int8"]) == 2
+    assert "picks a file of an export folder" in capsys.readouterr().err
+
+
+def test_load_model_knows_the_packages_layers(trained_run):
+    import keras_cifar
+
+    assert keras_cifar.load_model(trained_run / "model.keras").count_params() > 0
+
+
 def test_predict_reports_bad_files_and_still_classifies_the_rest(exported, cifar, tmp_path, capsys):
     folder = write_images(tmp_path / "pictures", cifar)
     (folder / "notes.png").write_text("not an image")

@@ -170,3 +170,15 @@ def test_concurrent_requests_share_a_model_call(exported, cifar):
         next(line.split()[-1] for line in metrics.splitlines() if line.startswith("keras_cifar_batch_size_count"))
     )
     assert calls < 8  # at least two requests were answered by one model call
+
+
+def test_a_run_directory_is_served_by_keras_itself(trained_run, cifar):
+    with TestClient(create_app(trained_run)) as client:
+        info = client.get("/v1/model").json()
+        assert info["format"] == "keras" and info["architecture"] == "airbench" and info["samples"] == []
+        upload = client.post(
+            "/v1/predict?top_k=2", files=[("files", ("a.png", png_bytes(cifar.x_test[0]), "image/png"))]
+        )
+        assert upload.status_code == 200 and len(upload.json()["predictions"][0]["top_k"]) == 2
+        rows = client.post("/v1/models/cifar10:predict", json={"instances": cifar.x_test[:2].tolist()}).json()
+        assert np.array(rows["predictions"]).shape == (2, 10)

@@ -181,7 +181,7 @@ class GatedPredictor:
 @pytest.fixture
 def gated(exported, monkeypatch):
     predictor = GatedPredictor()
-    monkeypatch.setattr(app_module, "open_export", lambda folder, fmt: (predictor, "fake", read_metadata(folder)))
+    monkeypatch.setattr(app_module, "open_model", lambda folder, fmt: (predictor, "fake", read_metadata(folder)))
     return predictor
 
 

@@ -29,6 +29,21 @@ class SavedModelPredictor:
         return self.signature(images=images)["probabilities"].numpy()
 
 
+class KerasPredictor:
+    """A `.keras` file run by Keras itself (TensorFlow at run time), for a run directory or a model not exported."""
+
+    def __init__(self, path: Path):
+        from keras_cifar.models.saving import load_model_file
+
+        self.model = load_model_file(path)
+        self._lock = threading.Lock()
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        with self._lock:
+            outputs = self.model.predict(np.asarray(images, dtype=np.float32), batch_size=256, verbose=0)
+        return np.asarray(outputs, dtype=np.float32)
+
+
 class ONNXPredictor:
     """An ONNX file on ONNX Runtime's CPU engine; the session takes any batch size and is safe to call from threads."""
 
@@ -260,3 +275,38 @@ def open_export(export_dir, fmt: str | None = None):
             "export the model again"
         )
     return predictor, fmt, metadata
+
+
+def open_model(target, fmt: str | None = None):
+    """(predictor, format, metadata) of what a user points at: an export folder (`open_export`), a run directory
+    (its model.keras, named from its config.json and scored from its metrics.json) or a `.keras` file. The last two
+    run on Keras and TensorFlow; an export's TFLite files need neither."""
+    target = Path(target)
+    model_file = target if target.suffix == ".keras" else target / "model.keras"
+    if (target / "metadata.json").is_file() or not model_file.is_file():
+        return open_export(target, fmt)
+    if fmt is not None:
+        raise CheckpointError(
+            f"--format {fmt} picks a file of an export folder, and {target} is a "
+            f"{'model file' if target.is_file() else 'run directory'}: leave --format out to run its Keras model, "
+            f"or export it first (`python -m keras_cifar.export RUN_DIR`)"
+        )
+    from keras_cifar.data.sources import CLASS_NAMES
+    from keras_cifar.run import RunDir
+
+    predictor = KerasPredictor(model_file)
+    run = RunDir(target) if target.is_dir() else None
+    record = run.read_record() if run else None
+    metrics = (run.read_metrics() if run and run.is_finished() else None) or {}
+    metadata = {
+        "architecture": record.arch if record else predictor.model.name,
+        "labels": list(CLASS_NAMES),
+        "input_shape": [int(d) for d in predictor.model.input_shape[1:]],
+        "formats": {"keras": {"accuracy": metrics["accuracy"]}} if "accuracy" in metrics else {},
+        "num_test_images": metrics.get("num_test_images"),
+        "samples": [],
+    }
+    outputs = predictor.predict(np.zeros((1, *metadata["input_shape"]), dtype=np.float32))
+    if outputs.shape != (1, len(CLASS_NAMES)):
+        raise CheckpointError(f"{model_file} outputs {outputs.shape[-1]} values an image, not CIFAR-10's 10 classes")
+    return predictor, "keras", metadata

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from keras_cifar.export.runtime import open_export
+from keras_cifar.export.runtime import open_model
 from keras_cifar.serving import pages, tfserving, uploads
 from keras_cifar.serving.batcher import Batcher
 from keras_cifar.serving.errors import APIError, error_response, tf_serving_error
@@ -48,7 +48,7 @@ def create_app(
     max_body_bytes_in_flight: int = 256 * 2**20,
     max_queued_images: int | None = None,
 ) -> FastAPI:
-    """The app for one export folder. Limits (see docs/serving-guarantees.md):
+    """The app for one export folder, run directory or `.keras` file. Limits (see docs/serving-guarantees.md):
 
     max_upload_bytes, max_batch: per image file and images per request; max_pixels: per image, from its header;
     decode_workers: threads decoding images and parsing JSON at once; max_in_flight: API requests being received
@@ -56,7 +56,7 @@ def create_app(
     waiting for or in a model call (default 8 x max_batch). Past the last three the server answers 503.
     """
     export_dir = Path(export_dir)
-    predictor, fmt, metadata = open_export(export_dir, fmt)
+    predictor, fmt, metadata = open_model(export_dir, fmt)
     check_input_shape(metadata["input_shape"])
     limits = Limits(max_upload_bytes, max_batch, max_pixels, tuple(metadata["input_shape"]))
     metrics = ServerMetrics()
