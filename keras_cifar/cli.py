@@ -45,3 +45,9 @@ def require_extra(extra: str, *modules: str) -> None:
         raise ConfigError(
             f'this command needs {", ".join(missing)}, which are not installed: pip install "keras-cifar[{extra}]"'
         )
+
+
+def on_terminal(stream=None) -> bool:
+    """Whether output goes to a person at a terminal (progress bars) rather than a log file or a pipe (lines)."""
+    stream = stream or sys.stdout
+    return bool(getattr(stream, "isatty", None) and stream.isatty())

@@ -170,7 +170,10 @@ def build_report(run_paths, out: Path, exports=None, title="CIFAR-10 architectur
     runs = [load_run(path) for path in find_runs(run_paths)]
     for run in runs:
         run.exports = export_figures(run, exports)
-    measured = [measure_model(run) for run in runs]
+    measured = []
+    for number, run in enumerate(runs, start=1):
+        print(f"measuring {run.name} ({number}/{len(runs)}): parameters, FLOPs, latency", flush=True)
+        measured.append(measure_model(run))
     out.mkdir(parents=True, exist_ok=True)
     blocks = [("h1", title)] + ([("p", note)] if note else [])
     parts = sections(runs)

@@ -15,6 +15,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
+from keras_cifar import cli
 from keras_cifar.config import TTA_MODES
 from keras_cifar.run import write_json
 
@@ -50,7 +51,8 @@ def _flip_mean(model, images, batch_size):
 
 
 def _predict(model, images, batch_size):
-    return np.asarray(model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    verbose = 1 if cli.on_terminal() and len(images) > 1000 else 0  # a bar for the test set, not for one image
+    return np.asarray(model.predict(images, batch_size=batch_size, verbose=verbose), dtype=np.float32)
 
 
 def compute_metrics(y_true, probabilities, class_names):

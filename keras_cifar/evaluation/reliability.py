@@ -120,7 +120,10 @@ def corruption_accuracy(predict, images, labels, seed: int = 0) -> dict:
         return float(np.mean(predict(x).argmax(axis=1) == labels))
 
     clean = accuracy(images)
-    table = {name: [accuracy(corrupt(images, name, s, seed)) for s in range(1, 6)] for name in CORRUPTIONS}
+    table = {}
+    for number, name in enumerate(CORRUPTIONS, start=1):
+        print(f"corruptions: {name} ({number}/{len(CORRUPTIONS)}), severities 1-5", flush=True)
+        table[name] = [accuracy(corrupt(images, name, s, seed)) for s in range(1, 6)]
     mean = float(np.mean([a for row in table.values() for a in row]))
     return {
         "images": int(len(labels)),

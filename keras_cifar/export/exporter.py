@@ -120,9 +120,11 @@ def _build(run_dir, out: Path, formats, images, labels, calibration_images, clas
     record, run_metrics = read_run(run.path)
     model = float32_copy(load_model_file(run.model_file))
     out.mkdir(parents=True)
+    print("export: converting savedmodel", flush=True)
     FORMATS["savedmodel"].convert(model, out / FORMATS["savedmodel"].file, out, calibration_images)
     for name in formats:
         if name != "savedmodel":  # every TFLite file is converted from the SavedModel
+            print(f"export: converting {name}", flush=True)
             FORMATS[name].convert(model, out / FORMATS[name].file, out, calibration_images)
 
     reference = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
@@ -137,7 +139,8 @@ def _build(run_dir, out: Path, formats, images, labels, calibration_images, clas
         "tflite_runtime": tflite_interpreter_class()[1],
         "formats": {},
     }
-    for name in formats:
+    for number, name in enumerate(formats, start=1):
+        print(f"export: checking {name} on {len(labels):,} test images ({number}/{len(formats)})", flush=True)
         row = check_format(load_predictor(out, name), images, labels, reference, max_drop_points)
         report["formats"][name] = {
             "file": FORMATS[name].file,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import keras
 
+from keras_cifar import cli
 from keras_cifar.data import (
     AlternatingFlip,
     augmentation_from_config,
@@ -128,8 +128,7 @@ def fit_verbosity(verbose: int | None, stream=None) -> int:
     """A progress bar for a person at a terminal; one line per epoch for a log file (a bar's redraws garble it)."""
     if verbose is not None:
         return verbose
-    stream = stream or sys.stdout
-    return 1 if hasattr(stream, "isatty") and stream.isatty() else 2
+    return 1 if cli.on_terminal(stream) else 2
 
 
 def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=0):
