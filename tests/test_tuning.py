@@ -430,3 +430,13 @@ def test_a_search_killed_at_random_moments_ends_whole(tmp_path, cifar_dir):
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     check_every_trial_finished_once(tmp_path / "p", 2, launched=False)
+
+
+@pytest.mark.slow
+def test_a_search_logs_each_trial_to_tensorboard_with_its_hyperparameters(tmp_path, cifar_dir):
+    flags = [flag for flag in TINY if flag != "--no-tensorboard"]
+    search.main(["--arch", "resnet18", "--tuner", "random", "--max-trials", "1", *flags, "--data-dir", str(cifar_dir),
+                 "--directory", str(tmp_path), "--project-name", "p"])  # fmt: skip
+    events = list((tmp_path / "p" / "tensorboard").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard logs"
+    assert any(b"hparams" in path.read_bytes() for path in events)  # the HParams plugin's summary

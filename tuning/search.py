@@ -107,8 +107,13 @@ def _search(base, space, tuner, max_trials, directory, project_name, project_dir
     keras_tuner_search = make_tuner(
         tuner, CifarHyperModel(base, space), max_trials, base.epochs, base.seed, directory, project_name
     )
+    callbacks = []
+    if base.tensorboard:  # KerasTuner gives each trial its own folder and adds the HParams plugin's summary
+        import keras
+
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(project_dir / "tensorboard")))
     try:
-        keras_tuner_search.search()
+        keras_tuner_search.search(callbacks=callbacks)
     except RuntimeError as exc:
         if "consecutive failures" not in str(exc):
             raise
