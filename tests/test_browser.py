@@ -78,6 +78,15 @@ def test_uploading_an_image_shows_the_api_label(page, server, cifar, tmp_path):
     assert len(card.query_selector_all("li.bar")) == 5
     assert "Done in" in page.inner_text("#status")
     assert "airbench" in page.inner_text("#model-info")
+    # Why: the 32x32 input as the model saw it, and the occlusion map drawn from the server's grid.
+    seen = card.query_selector("[data-testid=model-input]")
+    assert page.evaluate("(img) => img.complete && img.naturalWidth", seen) == 32
+    painted = page.wait_for_function(
+        "(c) => { const d = c.getContext('2d').getImageData(0, 0, 32, 32).data;"
+        " return d.some((v, i) => i % 4 === 0 && v > 0) && d[3] === 255; }",
+        arg=card.query_selector("[data-testid=saliency]"),
+    )
+    assert painted
     # Phone width: nothing scrolls sideways.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
 

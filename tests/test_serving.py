@@ -1,5 +1,6 @@
 """The prediction API: every endpoint, every kind of bad request (4xx, never 5xx), and the server lives on."""
 
+import base64
 import io
 
 import numpy as np
@@ -182,3 +183,32 @@ def test_a_run_directory_is_served_by_keras_itself(trained_run, cifar):
         assert upload.status_code == 200 and len(upload.json()["predictions"][0]["top_k"]) == 2
         rows = client.post("/v1/models/cifar10:predict", json={"instances": cifar.x_test[:2].tolist()}).json()
         assert np.array(rows["predictions"]).shape == (2, 10)
+
+
+def test_explain_returns_the_input_the_model_saw_and_an_occlusion_map(client, cifar):
+    image = cifar.x_test[7]
+    response = client.post(
+        "/v1/predict?top_k=1&explain=true", files=[("files", ("a.png", png_bytes(image), "image/png"))]
+    )
+    assert response.status_code == 200
+    row = response.json()["predictions"][0]
+    seen = Image.open(io.BytesIO(base64.b64decode(row["input_png"].split(",", 1)[1])))
+    np.testing.assert_array_equal(np.asarray(seen), image)  # a 32x32 upload reaches the model unchanged
+    grid = np.array(row["saliency"])
+    assert grid.shape == (7, 7) and grid.min() >= 0 and grid.max() <= 1
+    assert row["saliency_patch"] == 8 and row["saliency_stride"] == 4
+    plain = client.post("/v1/predict", files=[("files", ("a.png", png_bytes(image), "image/png"))]).json()
+    assert "saliency" not in plain["predictions"][0]  # opt-in: it costs 49 predictions an image
+
+
+def test_occlusion_covers_each_patch_once_and_measures_the_fall_in_probability():
+    from keras_cifar.serving.explain import occlusion_batch, saliency
+
+    image = np.full((32, 32, 3), 200.0)
+    image[:16] = 0.0
+    batch = occlusion_batch(image)
+    assert batch.shape == (49, 32, 32, 3)
+    changed = np.any(batch != image, axis=-1)  # the covered pixels
+    assert changed[0, :8, :8].all() and not changed[0, 8:].any() and not changed[0, :, 8:].any()
+    assert saliency(0.9, np.array([0.9] * 48 + [0.3]), 7)[6][6] == 1.0
+    assert saliency(0.5, np.full(49, 0.6), 7) == [[0.0] * 7] * 7  # covering helped everywhere: nothing to show

@@ -53,7 +53,8 @@ def create_app(
     max_upload_bytes, max_batch: per image file and images per request; max_pixels: per image, from its header;
     decode_workers: threads decoding images and parsing JSON at once; max_in_flight: API requests being received
     or answered at once; max_body_bytes_in_flight: bytes of their bodies held at once; max_queued_images: images
-    waiting for or in a model call (default 8 x max_batch). Past the last three the server answers 503.
+    waiting for or in a model call (default 8 x max_batch, at least 64: one explained image is 49). Past the last
+    three the server answers 503.
     """
     export_dir = Path(export_dir)
     predictor, fmt, metadata = open_model(export_dir, fmt)
@@ -65,7 +66,7 @@ def create_app(
         max_batch=max(max_batch, 64),
         window_ms=batch_window_ms,
         on_batch=metrics.batch_sizes.observe,
-        max_pending=max_queued_images or 8 * max_batch,
+        max_pending=max_queued_images or max(8 * max_batch, 64),
     )
     svc = Service(export_dir, fmt, metadata, limits, batcher, anyio.CapacityLimiter(decode_workers), metrics)
 

@@ -8,6 +8,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, File, Query, UploadFile
 
 from keras_cifar.export.runtime import top_k
+from keras_cifar.serving import explain
 from keras_cifar.serving.errors import APIError
 from keras_cifar.serving.images import ImageError, decode_image
 from keras_cifar.serving.service import Service, service
@@ -29,10 +30,26 @@ def _read_and_decode(file, name: str, max_upload_bytes: int, max_pixels: int):
         raise APIError(422, str(exc), name) from None
 
 
+async def explanation(svc: Service, image: np.ndarray, label: int, probability: float) -> dict:
+    """The 32x32 input and its occlusion map for the predicted class (see serving/explain.py)."""
+    batch = explain.occlusion_batch(image)
+    occluded = (await svc.classify(batch))[:, label]
+    side = len(range(0, image.shape[0] - explain.PATCH + 1, explain.STRIDE))
+    return {
+        "input_png": explain.png_data_url(image),
+        "saliency": explain.saliency(probability, occluded, side),
+        "saliency_patch": explain.PATCH,
+        "saliency_stride": explain.STRIDE,
+    }
+
+
 @router.post(UPLOAD_PATH)
 async def predict(
     files: list[UploadFile] = File(..., description="one or more images"),
     k: int = Query(5, alias="top_k", ge=1, description="classes to return per image"),
+    explain_: bool = Query(
+        False, alias="explain", description="also return the 32x32 input and an occlusion map of the top class"
+    ),
     svc: Service = Depends(service),
 ):
     limits = svc.limits
@@ -53,11 +70,16 @@ async def predict(
         images.append(image)
         sizes.append(size)
     probabilities = await svc.classify(np.stack(images).astype(np.float32))
+    predictions = [
+        {"filename": upload.filename, "width": w, "height": h, "top_k": top_k(p, svc.labels, k)}
+        for upload, (w, h), p in zip(files, sizes, probabilities)
+    ]
+    if explain_:  # one image at a time: each is one batch of occluded copies, within the batcher's bounds
+        for row, image, p in zip(predictions, images, probabilities):
+            label = int(np.argmax(p))
+            row.update(await explanation(svc, image, label, float(p[label])))
     return {
-        "predictions": [
-            {"filename": upload.filename, "width": w, "height": h, "top_k": top_k(p, svc.labels, k)}
-            for upload, (w, h), p in zip(files, sizes, probabilities)
-        ],
+        "predictions": predictions,
         "model": svc.model_info,
         "timing_ms": 1e3 * (time.perf_counter() - start),
     }

@@ -1,7 +1,7 @@
 // keras-cifar browser front end: plain DOM, no dependencies, same-origin API only.
 'use strict';
 
-const API = { model: '/v1/model', predict: '/v1/predict?top_k=5' };
+const API = { model: '/v1/model', predict: '/v1/predict?top_k=5&explain=true' };
 // Used until (or if never) the metadata arrives; the server still enforces its own limits.
 const limits = { max_upload_bytes: 0, max_batch: 32 };
 
@@ -140,6 +140,48 @@ function showError(card, message) {
   settleCard(card, 'error', [el('p', { class: 'error', 'data-testid': 'error', text: message })]);
 }
 
+// What the model saw (the 32x32 input) and, in red, where covering an 8x8 patch lowered the top class most.
+function explanation(prediction, label) {
+  const { input_png: src, saliency: grid } = prediction;
+  if (typeof src !== 'string' || !src.startsWith('data:image/png;base64,') || !Array.isArray(grid)) return null;
+  const patch = Number(prediction.saliency_patch) || 8;
+  const stride = Number(prediction.saliency_stride) || 4;
+  const seen = el('img', { class: 'seen', src, alt: 'The 32 × 32 image the model saw', 'data-testid': 'model-input' });
+  const canvas = el('canvas', { class: 'saliency', width: 32, height: 32, 'data-testid': 'saliency', role: 'img',
+    'aria-label': `Where hiding part of the image lowers the score of ${label} most` });
+  const source = new Image();
+  source.addEventListener('load', () => drawSaliency(canvas, source, grid, patch, stride));
+  source.src = src;
+  return el('figure', { class: 'explain' }, seen, canvas,
+    el('figcaption', { text: `What the model saw, and where hiding a patch lowers “${label}” most (red)` }));
+}
+
+function drawSaliency(canvas, image, grid, patch, stride) {
+  const ctx = canvas.getContext('2d');
+  const { width, height } = canvas;
+  ctx.drawImage(image, 0, 0, width, height);
+  const pixels = ctx.getImageData(0, 0, width, height);
+  const heat = new Float32Array(width * height);
+  const count = new Float32Array(width * height);
+  grid.forEach((row, r) => (Array.isArray(row) ? row : []).forEach((value, c) => {
+    for (let y = r * stride; y < Math.min(height, r * stride + patch); y += 1) {
+      for (let x = c * stride; x < Math.min(width, c * stride + patch); x += 1) {
+        heat[y * width + x] += clamp01(value);
+        count[y * width + x] += 1;
+      }
+    }
+  }));
+  for (let i = 0; i < heat.length; i += 1) {
+    const h = count[i] ? heat[i] / count[i] : 0;
+    const d = pixels.data;
+    const grey = (d[4 * i] + d[4 * i + 1] + d[4 * i + 2]) / 3;
+    d[4 * i] = grey * (1 - h) + 255 * h; // dimmed grey where nothing matters, red where the label's evidence is
+    d[4 * i + 1] = grey * (1 - h) * 0.8;
+    d[4 * i + 2] = grey * (1 - h) * 0.8;
+  }
+  ctx.putImageData(pixels, 0, 0);
+}
+
 function showPrediction(card, prediction) {
   const top = prediction.top_k;
   const fills = [];
@@ -158,7 +200,7 @@ function showPrediction(card, prediction) {
     el('p', { class: 'top1' },
       el('span', { class: 'top1-label', text: best.label }), ' ',
       el('span', { class: 'top1-probability', text: percent(best.probability) })),
-    bars, dims]);
+    bars, dims, explanation(prediction, best.label)]);
   card.dataset.label = String(best.label);
   // Widths are set after layout so the CSS transition grows the bars from zero.
   void bars.offsetWidth;
