@@ -68,7 +68,7 @@ def test_exports_take_uint8_and_float_pixels_like_the_keras_model(exported, trai
 
 def test_export_rejects_unknown_formats_and_folders_that_are_not_runs(tmp_path, capsys):
     with pytest.raises(SystemExit):
-        export_main([str(tmp_path), "--formats", "onnx"])
+        export_main([str(tmp_path), "--formats", "caffe"])
     assert "choose from" in capsys.readouterr().err
     assert cli.run(export_main, [str(tmp_path)]) == 2
     assert "not a training run directory" in capsys.readouterr().err

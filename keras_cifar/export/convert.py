@@ -14,6 +14,7 @@ import numpy as np
 
 from keras_cifar.errors import KerasCifarError
 from keras_cifar.export.formats import IMAGE_SIGNATURE, UINT8_SIGNATURE
+from keras_cifar.export.tflite_metadata import ModelFacts, add_metadata
 
 # Opset 17 (ONNX 1.12, 2022): run by every ONNX Runtime since 1.12 and by most other engines.
 ONNX_OPSET = 17
@@ -79,14 +80,42 @@ def convert_onnx(model: keras.Model, opset: int = ONNX_OPSET) -> bytes:
 
     @tf.function(input_signature=spec)
     def serve(images):
-        return {"probabilities": model(images, training=False)}
+        return model(images, training=False)
 
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+    # Frozen first: weights and the constants a layer captured (Normalization's mean and variance) become
+    # constants of the graph; left to tf2onnx's from_function they would be extra inputs of the ONNX model.
+    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    (image_input,), (output,) = frozen.inputs, frozen.outputs
+    proto, _ = tf2onnx.convert.from_graph_def(
+        frozen.graph.as_graph_def(),
+        input_names=[image_input.name],
+        output_names=[output.name],
+        tensors_to_rename={image_input.name: "images", output.name: "probabilities"},
+        opset=opset,
+        custom_op_handlers={"Erfc": (_erfc_as_one_minus_erf, [])},
+    )
     return proto.SerializeToString()
 
 
-def convert_tflite(saved_model_dir: Path, kind: str, calibration_images: np.ndarray | None = None) -> bytes:
-    """A TFLite flatbuffer of the SavedModel's default signature, quantised as `kind` says.
+def _erfc_as_one_minus_erf(ctx, node, name, args):
+    """tf2onnx has no Erfc, which TensorFlow's exact GELU (airbench's) is made of; ONNX has Erf: erfc = 1 - erf."""
+    from tf2onnx import utils
+
+    dtype = utils.map_onnx_to_numpy_type(ctx.get_dtype(node.input[0]))
+    erf = ctx.make_node("Erf", [node.input[0]])
+    one = ctx.make_const(utils.make_name(f"{name}_one"), np.array(1, dtype=dtype))
+    ctx.replace_inputs(node, [one.output[0], erf.output[0]])
+    node.type = "Sub"
+
+
+def convert_tflite(
+    saved_model_dir: Path, kind: str, facts: ModelFacts, calibration_images: np.ndarray | None = None
+) -> bytes:
+    """A TFLite flatbuffer of the SavedModel's default signature, quantised as `kind` says, carrying `facts` as its
+    TFLite metadata with the labels packed in (`tflite_metadata.add_metadata`): MediaPipe and LiteRT's task
+    libraries then load it as it is. Labels that do not fit the model are a MetadataError.
 
     Full-integer quantisation calibrates activation ranges on `calibration_images` (training images, never test
     images) and takes uint8 pixels: the calibrated input range is exactly 0–255, so a phone feeds the camera's
@@ -115,6 +144,7 @@ def convert_tflite(saved_model_dir: Path, kind: str, calibration_images: np.ndar
     elif kind != "tflite-float32":
         raise ExportError(f"unknown TFLite format {kind!r}")
     try:
-        return converter.convert()
+        flatbuffer = converter.convert()
     except Exception as exc:  # noqa: BLE001 - the converter raises many types; all mean this format failed
         raise ExportError(f"TFLite conversion to {kind} failed: {type(exc).__name__}: {str(exc)[:300]}") from None
+    return add_metadata(flatbuffer, facts)

@@ -1,7 +1,8 @@
 """Export a run's best model to every deployment format, check each against the Keras model, document it.
 
 An export folder is self-contained: the model files, `labels.txt`, `metadata.json` (read by the server),
-`export_report.json`, `model_card.md` and a few test images under `samples/` for the web page.
+`export_report.json`, `model_card.md` and a few test images under `samples/` for the web page. Each TFLite file
+also carries its own TFLite metadata and labels, checked against the folder's, so an app loads it as it is.
 """
 
 from __future__ import annotations
@@ -11,14 +12,19 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_cifar import __version__
 from keras_cifar.errors import CheckpointError
 from keras_cifar.export.check import check_format, format_report_table
 from keras_cifar.export.convert import float32_copy
 from keras_cifar.export.formats import FORMATS
+from keras_cifar.export.mobile import MEDIAPIPE_CHECK_IMAGES, mediapipe_check
 from keras_cifar.export.runtime import load_predictor, tflite_interpreter_class
+from keras_cifar.export.tflite_metadata import MetadataError, ModelFacts, check_labels, check_metadata
 from keras_cifar.run import RunDir, cpu_info, folder_lock, recover_folder, replace_folder, write_json
 
 INPUT_DESCRIPTION = "RGB pixels 0-255, shape [N, 32, 32, 3], float32 or uint8; normalisation is inside the model"
+# The licence written into each TFLite file's metadata: the project's (setup.cfg), under which its models are shared.
+MODEL_LICENSE = "Apache-2.0"
 
 
 def read_run(run_dir) -> tuple:
@@ -48,6 +54,24 @@ def write_samples(out: Path, images: np.ndarray, labels: np.ndarray, class_names
             Image.fromarray(images[hits[0]].astype(np.uint8)).save(folder / f"{name}.png")
             samples.append({"label": name, "file": f"samples/{name}.png"})
     return samples
+
+
+def model_facts(run: RunDir, record, class_names) -> ModelFacts:
+    """What each TFLite file's metadata says about the model, from the run that trained it."""
+    config = record.config
+    return ModelFacts(
+        name=f"{record.arch} CIFAR-10 classifier ({run.path.name})",
+        description=(
+            f"Classifies a small RGB photo into the {len(class_names)} CIFAR-10 classes: {record.arch} (width "
+            f"multiplier {config['width_multiplier']}, {record.model['parameters']:,} parameters) trained by "
+            f"keras-cifar on CIFAR-10 (data fingerprint {record.fingerprint}). Takes raw 0-255 RGB pixels, returns "
+            "probabilities."
+        ),
+        version=f"run {run.path.name}, code {record.environment.get('code', 'unknown')}, keras-cifar {__version__}",
+        author="keras-cifar",
+        license=MODEL_LICENSE,
+        labels=tuple(class_names),
+    )
 
 
 def model_card(record, run_metrics: dict, report: dict) -> str:
@@ -119,13 +143,18 @@ def _build(run_dir, out: Path, formats, images, labels, calibration_images, clas
     run = RunDir(run_dir)
     record, run_metrics = read_run(run.path)
     model = float32_copy(load_model_file(run.model_file))
+    # labels.txt, metadata.json and the TFLite metadata all state these: refuse before converting if they are wrong.
+    check_labels(class_names, model.output_shape[-1])
+    if tuple(model.input_shape[1:]) != images.shape[1:]:
+        raise MetadataError(f"the test images are {list(images.shape[1:])} but the model takes {model.input_shape[1:]}")
+    facts = model_facts(run, record, class_names)
     out.mkdir(parents=True)
     print("export: converting savedmodel", flush=True)
-    FORMATS["savedmodel"].convert(model, out / FORMATS["savedmodel"].file, out, calibration_images)
+    FORMATS["savedmodel"].convert(model, out / FORMATS["savedmodel"].file, out, calibration_images, facts)
     for name in formats:
         if name != "savedmodel":  # every TFLite file is converted from the SavedModel
             print(f"export: converting {name}", flush=True)
-            FORMATS[name].convert(model, out / FORMATS[name].file, out, calibration_images)
+            FORMATS[name].convert(model, out / FORMATS[name].file, out, calibration_images, facts)
 
     reference = model.predict(images.astype(np.float32), batch_size=256, verbose=0)
     report = {
@@ -141,11 +170,18 @@ def _build(run_dir, out: Path, formats, images, labels, calibration_images, clas
     }
     for number, name in enumerate(formats, start=1):
         print(f"export: checking {name} on {len(labels):,} test images ({number}/{len(formats)})", flush=True)
-        row = check_format(load_predictor(out, name), images, labels, reference, max_drop_points)
+        path = out / FORMATS[name].file
+        predictor = load_predictor(out, name)
+        row = check_format(predictor, images, labels, reference, max_drop_points)
+        if path.suffix == ".tflite":
+            check_metadata(path, class_names, images.shape[1:])  # what an app reads is what this folder says
+            sample = images[:MEDIAPIPE_CHECK_IMAGES]
+            row["mediapipe"] = mediapipe_check(path, sample, predictor.predict(sample), class_names)
+            print(f"export: {name} in MediaPipe's ImageClassifier: {row['mediapipe']}", flush=True)
         report["formats"][name] = {
             "file": FORMATS[name].file,
             "description": FORMATS[name].description,
-            "size_bytes": file_size(out / FORMATS[name].file),
+            "size_bytes": file_size(path),
             **row,
         }
     if "savedmodel" not in formats:

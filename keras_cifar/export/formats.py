@@ -21,29 +21,30 @@ class ExportFormat:
     name: str
     file: str  # inside the export folder
     description: str
-    # convert(model, target_path, export_folder, calibration_images): write the file; TFLite converts from the
-    # SavedModel the exporter always writes first into export_folder/savedmodel/1.
+    # convert(model, target_path, export_folder, calibration_images, facts): write the file; TFLite converts from
+    # the SavedModel the exporter always writes first into export_folder/savedmodel/1, and writes `facts`
+    # (tflite_metadata.ModelFacts: the run's name, version, licence and the labels) into the file's metadata.
     convert: Callable
     load: Callable  # load(path) -> an object with predict(images) -> probabilities
 
 
-def _savedmodel(model, target, folder, calibration):
+def _savedmodel(model, target, folder, calibration, facts):
     from keras_cifar.export.convert import export_savedmodel
 
     export_savedmodel(model, target)
 
 
 def _tflite(kind):
-    def convert(model, target, folder, calibration):
+    def convert(model, target, folder, calibration, facts):
         from keras_cifar.export.convert import convert_tflite
         from keras_cifar.run import write_atomic
 
-        write_atomic(target, convert_tflite(Path(folder) / FORMATS["savedmodel"].file, kind, calibration))
+        write_atomic(target, convert_tflite(Path(folder) / FORMATS["savedmodel"].file, kind, facts, calibration))
 
     return convert
 
 
-def _onnx(model, target, folder, calibration):
+def _onnx(model, target, folder, calibration, facts):
     from keras_cifar.cli import require_extra
     from keras_cifar.export.convert import convert_onnx
     from keras_cifar.run import write_atomic
