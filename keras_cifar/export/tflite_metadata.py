@@ -11,7 +11,7 @@ wheel lacks the compiled module it needs), tflite-support was last released in 2
 generated Python for this schema ships only inside those two optional packages. The few tables used are small and
 the schema only ever appends fields, so they are built and read here by their field ids (`_FIELDS`, copied from
 metadata_schema.fbs). The TFLite model itself is read and rewritten with TensorFlow's own generated schema code:
-TensorFlow is always there at export time. tests/test_mobile.py reads the result with MediaPipe's generated code
+TensorFlow is always there at export time. tests/export/test_mobile.py reads the result with MediaPipe's generated code
 and runs every file in MediaPipe's ImageClassifier.
 """
 

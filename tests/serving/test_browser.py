@@ -12,7 +12,7 @@ import httpx
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def chromium_path() -> str:

@@ -17,7 +17,7 @@ from keras_cifar import cli, evaluate, train
 from keras_cifar.errors import CheckpointError, ConfigError, TrainingError
 from keras_cifar.models.saving import load_model_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--arch",
     "resnet18",

@@ -23,7 +23,7 @@ from tuning import search
 from tuning.hypermodel import CifarHyperModel
 from tuning.space import SPACES, declare, resolve_space
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--width-multiplier",
     "0.125",

@@ -13,7 +13,7 @@ from PIL import Image, ImageFile, ImageOps
 
 from keras_cifar.serving.images import MAX_PIXELS, ImageError, decode_image
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from serve_faults import bad_exif_jpeg, gif_with_frames, jpeg_claiming, webp_claiming  # noqa: E402
 
 

@@ -13,7 +13,7 @@ from keras_cifar.evaluation.compare import Group, compare_pair
 from keras_cifar.models import build_model
 from keras_cifar.models.flops import flops_per_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "--width-multiplier",
     "0.125",

@@ -14,7 +14,7 @@ from PIL import Image
 
 from keras_cifar import cli, predict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from serve_faults import bad_exif_jpeg  # noqa: E402
 

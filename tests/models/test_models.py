@@ -15,7 +15,7 @@ from keras_cifar.errors import ConfigError
 from keras_cifar.models import available_models, build_model, canonical_name, expand_names
 from keras_cifar.models.common import CIFAR10_MEAN, CIFAR10_STD
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # Trainable parameters of kuangliu/pytorch-cifar's models at width 1.0 (`sum(p.numel() for p in
 # net.parameters())`). PyTorch's parameters() hold weights, biases and BN gamma/beta but not BN running

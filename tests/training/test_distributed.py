@@ -16,7 +16,7 @@ from keras_cifar.config import TrainConfig
 from keras_cifar.errors import ConfigError
 from keras_cifar.training import distribute
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # 128 images in global batches of 64: 2 steps per epoch, each worker's replica taking 32 images of a batch.
 TINY = [
     "--arch",

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 ACCEPTED = {"bomb jpeg 4096x4096 (accepted)", "bomb gif of 50,000 frames", "bomb 8 x png palette 4096x4096"}
 EXPECTED = {
