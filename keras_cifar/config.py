@@ -262,7 +262,7 @@ SEARCHABLE = tuple(name for name in FIELDS if role_of(name) == "experiment")
 def _coerce(name: str, value, where: str):
     """Convert a value read from YAML/JSON to the field's type, or say which key is wrong."""
     hint = _HINTS[name]
-    optional = typing.get_origin(hint) is typing.Union and type(None) in typing.get_args(hint)
+    optional = type(None) in typing.get_args(hint)  # Optional[X] and X | None alike
     if value is None:
         if optional:
             return None

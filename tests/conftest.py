@@ -67,10 +67,16 @@ def real_cifar_dir() -> Path:
     return path
 
 
-def pytest_collection_modifyitems(items):
+def pytest_collection_modifyitems(config, items):
+    parallel = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if "real_cifar_dir" in getattr(item, "fixturenames", ()):
+        fixtures = getattr(item, "fixturenames", ())
+        if "real_cifar_dir" in fixtures:
             item.add_marker(pytest.mark.needs_data)
+        if parallel and {"trained_run", "exported"} & set(fixtures):
+            # One worker trains and exports the shared tiny model and runs every test of it, instead of each
+            # worker building its own (`pytest -n 2 --dist loadgroup`).
+            item.add_marker(pytest.mark.xdist_group("exported-model"))
 
 
 @pytest.fixture(scope="session")

@@ -116,7 +116,9 @@ def test_only_the_chief_writes_a_whole_run_directory(two_workers):
         "confusion_matrix.png",
         "history.csv",
         "metrics.json",
+        "mistakes.png",
         "model.keras",
+        "reliability.png",
         "training_curves.png",
     ]
     runtime = json.loads((run_dir / "config.json").read_text())["runtime"]
