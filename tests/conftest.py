@@ -73,6 +73,8 @@ def pytest_collection_modifyitems(config, items):
         fixtures = getattr(item, "fixturenames", ())
         if "real_cifar_dir" in fixtures:
             item.add_marker(pytest.mark.needs_data)
+        if {"trained_run", "exported"} & set(fixtures):
+            item.add_marker(pytest.mark.slow)  # training and exporting the shared model takes a minute
         if parallel and {"trained_run", "exported"} & set(fixtures):
             # One worker trains and exports the shared tiny model and runs every test of it, instead of each
             # worker building its own (`pytest -n 2 --dist loadgroup`).

@@ -40,6 +40,7 @@ def suite_dir(cifar_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_suite_trains_every_arch_and_seed_and_reports(suite_dir):
     runs = sorted(p.name for p in (suite_dir / "runs").iterdir())
     assert runs == ["airbench-s0", "airbench-s1", "resnet18-s0", "resnet18-s1"]
@@ -65,6 +66,7 @@ def test_suite_trains_every_arch_and_seed_and_reports(suite_dir):
     assert html.count("data:image/png;base64,") == 5 and "src='http" not in html  # self-contained
 
 
+@pytest.mark.slow
 def test_different_test_sets_are_never_mixed(suite_dir, cifar_dir, tmp_path, capsys):
     other = tmp_path / "other-test-set"
     from keras_cifar import train
@@ -129,6 +131,7 @@ def test_flops_match_a_hand_count():
     assert abs(flops_per_image(build_model("resnet18")) / 1e9 - 1.11) < 0.03
 
 
+@pytest.mark.slow
 def test_a_killed_suite_continues_and_keeps_finished_runs(cifar_dir, tmp_path):
     out = tmp_path / "suite"
     command = [

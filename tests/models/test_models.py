@@ -278,6 +278,7 @@ def jax_training_run(request):
         process.communicate()
 
 
+@pytest.mark.slow
 def test_models_train_under_jax(jax_training_run):
     stdout, stderr = jax_training_run.communicate(timeout=300)
     assert jax_training_run.returncode == 0, stderr[-3000:]

@@ -93,6 +93,7 @@ def two_workers(cifar_dir, tmp_path_factory):
     return run_dir, scratch, [(worker.returncode, out, err) for worker, (out, err) in zip(workers, outputs)]
 
 
+@pytest.mark.slow
 def test_two_workers_step_together(two_workers):
     _, _, results = two_workers
     summaries = []
@@ -167,6 +168,7 @@ def test_mirrored_strategy_on_one_cpu_with_the_fast_net_tricks(cifar_dir, tmp_pa
     assert not (run_dir / "backup").exists()
 
 
+@pytest.mark.slow
 def test_jax_data_parallel_over_two_cpu_devices(cifar_dir, tmp_path):
     """Under JAX, `mirrored` is keras.distribution.DataParallel; XLA is asked for two CPU devices."""
     run_dir = tmp_path / "jax"

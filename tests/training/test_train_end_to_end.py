@@ -197,6 +197,7 @@ def test_nan_loss_stops_the_run_with_a_message(cifar_dir, tmp_path):
         )
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     run_dir = tmp_path / "killed"
     command = [
@@ -240,6 +241,7 @@ def test_a_killed_run_resumes_where_it_stopped(cifar_dir, tmp_path):
     assert (run_dir / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_training_runs_under_jax(cifar_dir, tmp_path):
     run_dir = tmp_path / "jax"
     result = python_m(
@@ -260,6 +262,7 @@ def test_training_runs_under_jax(cifar_dir, tmp_path):
     assert json.loads((run_dir / "metrics.json").read_text())["num_test_images"] == 128
 
 
+@pytest.mark.slow
 def test_a_time_budget_sets_the_epochs(cifar_dir, tmp_path):
     run_dir = tmp_path / "budget"
     train.main([*TINY, "--time-budget", "0.25", "--data-dir", str(cifar_dir), "--run-dir", str(run_dir)])

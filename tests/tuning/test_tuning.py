@@ -179,6 +179,7 @@ def test_bad_input_fails_before_anything_trains(tmp_path, cifar_dir):
 # One process: killed, resumed, finished
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_without_retraining_finished_trials(tmp_path, cifar_dir, monkeypatch):
     directory = tmp_path / "searches"
     flags = [
@@ -333,6 +334,7 @@ def check_every_trial_finished_once(project, count, launched=True):
 DISTRIBUTED = ["--arch", "airbench", "--tuner", "random", "--max-trials", "4", *TINY]
 
 
+@pytest.mark.slow
 def test_a_chief_and_two_workers_finish_every_trial_once(tmp_path, cifar_dir):
     run = Launch(tmp_path, free_port(), *DISTRIBUTED, "--data-dir", cifar_dir)
     assert run.wait() == 0, "".join(run.lines)[-3000:]
@@ -341,6 +343,7 @@ def test_a_chief_and_two_workers_finish_every_trial_once(tmp_path, cifar_dir):
     assert "[chief] best config:" in output and "[tuner0] " in output and "[tuner1] " in output
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path, cifar_dir):
     run = Launch(tmp_path, free_port(), *DISTRIBUTED, "--data-dir", cifar_dir)
     kill_mid_trial(run, tmp_path / "p", "tuner0")
@@ -351,6 +354,7 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_finishes(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_a_worker_out_of_restarts_stops_the_launch_and_a_rerun_finishes_the_search(tmp_path, cifar_dir):
     flags = [
         "--arch",
@@ -390,6 +394,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals are Linux's")
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_the_chief_and_workers_never_outlive_the_launcher(tmp_path, cifar_dir, how):
