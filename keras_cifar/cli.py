@@ -51,3 +51,21 @@ def on_terminal(stream=None) -> bool:
     """Whether output goes to a person at a terminal (progress bars) rather than a log file or a pipe (lines)."""
     stream = stream or sys.stdout
     return bool(getattr(stream, "isatty", None) and stream.isatty())
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--model and --format, as predict and serve take them (`export.runtime.open_model` reads them)."""
+    from keras_cifar.export.formats import FORMATS
+
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="an export folder (`python -m keras_cifar.export`), a run directory or a .keras file (these two run "
+        "on Keras and TensorFlow)",
+    )
+    parser.add_argument(
+        "--format",
+        default=None,
+        choices=list(FORMATS),
+        help=f"which exported file to {verb} (default: tflite-float32 if present, else savedmodel)",
+    )

@@ -8,24 +8,12 @@ import json
 import sys
 
 from keras_cifar import cli
-from keras_cifar.export.formats import FORMATS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.parser(prog="python -m keras_cifar.predict", description=__doc__)
     parser.add_argument("paths", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP) or folders of them")
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="an export folder (`python -m keras_cifar.export`), a run directory or a .keras file (these two run "
-        "on Keras and TensorFlow)",
-    )
-    parser.add_argument(
-        "--format",
-        default=None,
-        choices=list(FORMATS),
-        help="which exported file to run (default: tflite-float32 if present, else savedmodel)",
-    )
+    cli.add_model_arguments(parser, "run")
     parser.add_argument("--top-k", type=int, default=3, help="how many classes to show per image (default 3)")
     parser.add_argument("--json", action="store_true", help="print one JSON object per image instead of a table")
     parser.add_argument(

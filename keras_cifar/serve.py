@@ -8,23 +8,11 @@ import socket
 import sys
 
 from keras_cifar import cli
-from keras_cifar.export.formats import FORMATS
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = cli.parser(prog="python -m keras_cifar.serve", description=__doc__)
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="an export folder (`python -m keras_cifar.export`), a run directory or a .keras file (these two run "
-        "on Keras and TensorFlow)",
-    )
-    parser.add_argument(
-        "--format",
-        default=None,
-        choices=list(FORMATS),
-        help="which exported file to serve (default: tflite-float32 if present, else savedmodel)",
-    )
+    cli.add_model_arguments(parser, "serve")
     parser.add_argument(
         "--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for all; default loopback)"
     )

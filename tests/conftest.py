@@ -2,6 +2,9 @@
 trained and exported model."""
 
 import os
+import random
+import signal
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -121,3 +124,24 @@ def exported(trained_run, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("exported_models") / "airbench-tiny"
     main([str(trained_run), "--out", str(out), "--test-limit", "200", "--calibration-images", "64"])
     return out
+
+
+@pytest.fixture
+def killed_at_random():
+    """`kill(command, seconds=(low, high))`: run a command from the repo and SIGKILL it at a seeded random moment in
+    that window (unless it ends first); its return code, which must be 0 or the kill's (its stderr otherwise)."""
+    rng = random.Random(13)
+
+    def kill(command, seconds):
+        process = subprocess.Popen(
+            [str(part) for part in command], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        try:
+            process.wait(rng.uniform(*seconds))
+        except subprocess.TimeoutExpired:
+            process.kill()
+        _, stderr = process.communicate()
+        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+        return process.returncode
+
+    return kill

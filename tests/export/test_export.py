@@ -1,9 +1,7 @@
 """Export: every format written, checked against the Keras model, documented; predict on real image files."""
 
 import json
-import random
 import shutil
-import signal
 import subprocess
 import sys
 
@@ -159,22 +157,15 @@ def test_a_missing_or_broken_export_is_named(exported, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_an_export_killed_at_random_moments_leaves_a_whole_one(exported, trained_run, tmp_path):
+def test_an_export_killed_at_random_moments_leaves_a_whole_one(exported, trained_run, tmp_path, killed_at_random):
     """Re-exporting over a served folder, SIGKILLed at random moments: the folder always opens (the old export or
     the new one, every format the metadata lists present), and the next export finishes."""
     out = tmp_path / "served"
     shutil.copytree(exported, out)
     command = [sys.executable, "-m", "keras_cifar.export", str(trained_run), "--out", str(out)]
     command += ["--test-limit", "200", "--calibration-images", "64"]
-    rng = random.Random(5)
     for _ in range(2):
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            process.wait(rng.uniform(3, 40))
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _, stderr = process.communicate()
-        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+        killed_at_random(command, seconds=(3, 40))
         predictor, fmt, metadata = open_export(out)
         assert all((out / FORMATS[name].file).exists() for name in metadata["formats"])
     finished = subprocess.run(command, capture_output=True, text=True, timeout=900)

@@ -3,7 +3,6 @@
 import csv
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -272,27 +271,13 @@ def test_a_time_budget_sets_the_epochs(cifar_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_a_run_killed_at_random_moments_ends_whole(cifar_dir, tmp_path):
+def test_a_run_killed_at_random_moments_ends_whole(cifar_dir, tmp_path, killed_at_random):
     """SIGKILL at three random moments (start-up, an epoch, a checkpoint write, the report...), each followed by
     the same command: the run ends finished and whole, never refused as corrupt."""
     run_dir = tmp_path / "run"
     command = [*TINY, "--epochs", "3", "--train-limit", "512", "--data-dir", cifar_dir, "--run-dir", run_dir]
-    rng = random.Random(13)
     for _ in range(3):
-        process = subprocess.Popen(
-            [sys.executable, "-m", "keras_cifar.train", *map(str, command)],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            process.wait(rng.uniform(2, 25))
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _, stderr = process.communicate()
-        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
-        if process.returncode == 0:
+        if killed_at_random([sys.executable, "-m", "keras_cifar.train", *command], seconds=(2, 25)) == 0:
             break
     if not (run_dir / "metrics.json").exists():
         again = python_m("keras_cifar.train", *command)

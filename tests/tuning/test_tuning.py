@@ -3,7 +3,6 @@ worker. Trials are ResNet-18/airbench at width 0.125 on 256 training images for 
 
 import json
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -417,21 +416,14 @@ def test_the_chief_and_workers_never_outlive_the_launcher(tmp_path, cifar_dir, h
 
 
 @pytest.mark.slow
-def test_a_search_killed_at_random_moments_ends_whole(tmp_path, cifar_dir):
+def test_a_search_killed_at_random_moments_ends_whole(tmp_path, cifar_dir, killed_at_random):
     """SIGKILL at two random moments, each followed by the same command: every trial ends exactly once and the
     outputs are written, never a refusal or a mixed project."""
     flags = ["--arch", "resnet18", "--tuner", "random", "--max-trials", "2", *TINY, "--data-dir", cifar_dir]
     flags += ["--directory", tmp_path, "--project-name", "p"]
     command = [sys.executable, "-m", "tuning.search", *map(str, flags)]
-    rng = random.Random(3)
     for _ in range(2):
-        process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        try:
-            process.wait(rng.uniform(2, 30))
-        except subprocess.TimeoutExpired:
-            process.kill()
-        _, stderr = process.communicate()
-        assert process.returncode in (0, -signal.SIGKILL), stderr[-2000:]
+        killed_at_random(command, seconds=(2, 30))
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr[-2000:]
     check_every_trial_finished_once(tmp_path / "p", 2, launched=False)
