@@ -2,12 +2,14 @@
 
     python benchmarks/results_table.py results/cpu/fast-s2 results/cpu/fast-s3 results/cpu/fast-s4
     python benchmarks/results_table.py --ablations fast results/cpu/fast-s[234] results/cpu/ablate-*
+    python benchmarks/results_table.py --index results
 
 The first form: one row per run (test accuracy with the run's TTA, training seconds, steady-state
 images/second, seconds to 90 % test accuracy without TTA) and a mean ± std row. With `--ablations RECIPE`,
 each run is named by the settings where it differs from that recipe; runs that differ in nothing are the
 baseline (mean ± std of their seeds), and every other row gets its difference from that mean, so the README
-never quotes a number by hand.
+never quotes a number by hand. With `--index RESULTS`, the table of every run folder under RESULTS (architecture,
+width, recipe, epochs, accuracy, time, CPU) is rewritten in RESULTS/README.md between its two INDEX markers.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import statistics
 from pathlib import Path
 
 from keras_cifar.config import settings
-from keras_cifar.run import RunDir
+from keras_cifar.run import RunDir, write_atomic
 
 # A run during which other processes used more than this share of the cores was not timed alone.
 BUSY_SHARE = 0.10
@@ -110,11 +112,51 @@ def ablation_table(rows, recipe: str) -> None:
         )
 
 
+INDEX_START = "<!-- index: written by `python benchmarks/results_table.py --index results`; do not edit -->"
+INDEX_END = "<!-- end of index -->"
+
+
+def index_table(results: Path) -> str:
+    """One row per committed run folder, from its own files: what was trained, how well, how long, on which CPU."""
+    lines = [
+        "| run folder | architecture | width | recipe | epochs | test accuracy (TTA) | training time | CPU |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for metrics in sorted(results.glob("**/" + RunDir.METRICS)):
+        run = RunDir(metrics.parent)
+        if run.read_record() is None:  # a report or an export, not a run
+            continue
+        r, record = row(run.path), run.require_record()
+        cpu = record.environment.get("cpu", {})
+        family = f", family {cpu['family']} model {cpu['model_number']}" if "family" in cpu else ""
+        lines.append(
+            f"| `{run.path.relative_to(results)}` | {record.arch} | {r['config'].get('width_multiplier', 1.0):g} | "
+            f"{r['config'].get('recipe') or '—'} | {record.runtime.get('epochs') or r['config'].get('epochs')} | "
+            f"{r['accuracy']:.2f} % ({r['tta']}) | {timed(r)} | {cpu.get('model', '—')}{family} |"
+        )
+    return "\n".join(lines)
+
+
+def write_index(results: Path) -> None:
+    readme = results / "README.md"
+    text = readme.read_text()
+    if INDEX_START not in text or INDEX_END not in text:
+        raise SystemExit(f"{readme} has no index markers: add the two lines\n{INDEX_START}\n{INDEX_END}")
+    before, rest = text.split(INDEX_START, 1)
+    after = rest.split(INDEX_END, 1)[1]
+    write_atomic(readme, f"{before}{INDEX_START}\n{index_table(results)}\n{INDEX_END}{after}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument("--ablations", metavar="RECIPE", help="name each run by how it differs from RECIPE")
+    parser.add_argument("--index", metavar="RESULTS", type=Path, help="rewrite RESULTS/README.md's table of runs")
     args = parser.parse_args()
+    if args.index:
+        return write_index(args.index)
+    if not args.runs:
+        parser.error("name the runs to tabulate, or --index RESULTS")
     rows = [row(run) for run in args.runs]
     if args.ablations:
         ablation_table(rows, args.ablations)

@@ -1,6 +1,7 @@
 """The benchmarks whose output the README's tables are built from: run as a user runs them, on a few images."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,28 @@ def test_time_to_accuracy_writes_a_curve_with_every_epoch(cifar_dir, tmp_path):
     assert timing["final_tta"] == "flip_translate" and timing["precision"] in ("float32", "mixed_bfloat16")
     # scored on the 200 test images asked for: every accuracy is a whole number of them
     assert all(abs(e["test_accuracy"] * 200 - round(e["test_accuracy"] * 200)) < 1e-6 for e in timing["epochs"])
+
+
+def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_the_readme(tmp_path):
+    results = tmp_path / "results"
+    for name in ("r18w025-b15-cf-b128-lr01-s0", "r18w025-b15-default-idle-s0"):
+        shutil.copytree(REPO / "results/cpu/classic-fast" / name, results / "cpu" / name)
+    readme = results / "README.md"
+    start = "<!-- index: written by `python benchmarks/results_table.py --index results`; do not edit -->"
+    readme.write_text(f"# results\n\nintro\n\n{start}\nstale\n<!-- end of index -->\n\nafter\n")
+
+    def index():
+        return subprocess.run(
+            [sys.executable, "benchmarks/results_table.py", "--index", str(results)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+
+    assert index().returncode == 0
+    text = readme.read_text()
+    assert text.startswith("# results\n\nintro\n\n") and text.endswith("\n\nafter\n") and "stale" not in text
+    rows = [line for line in text.splitlines() if line.startswith("| `cpu/")]
+    assert len(rows) == 2 and "74.98 % (flip_translate)" in rows[0] and "| classic-fast |" in rows[0]
+    assert "family 25 model 1" in rows[1] and "73.37 % (none)" in rows[1]
+    assert index().returncode == 0 and readme.read_text() == text  # rebuilt the same
+    readme.write_text("no markers\n")
+    assert index().returncode != 0
