@@ -14,22 +14,27 @@ import numpy as np
 PATCH, STRIDE = 8, 4
 
 
+def _positions(size: int, patch: int = PATCH, stride: int = STRIDE) -> range:
+    return range(0, size - patch + 1, stride)
+
+
 def occlusion_batch(image: np.ndarray, patch: int = PATCH, stride: int = STRIDE) -> np.ndarray:
     """The image once per patch position, that patch covered: (rows * cols, H, W, C), row-major positions."""
     height, width = image.shape[:2]
     fill = image.reshape(-1, image.shape[-1]).mean(axis=0)
-    tops, lefts = range(0, height - patch + 1, stride), range(0, width - patch + 1, stride)
+    tops, lefts = _positions(height, patch, stride), _positions(width, patch, stride)
     batch = np.repeat(image[None].astype(np.float32), len(tops) * len(lefts), axis=0)
     for i, (top, left) in enumerate((t, s) for t in tops for s in lefts):
         batch[i, top : top + patch, left : left + patch] = fill
     return batch
 
 
-def saliency(base: float, occluded: np.ndarray, side: int) -> list[list[float]]:
-    """The fall in the chosen class's probability at each position, scaled so the largest is 1 (all 0 if none)."""
+def saliency(base: float, occluded: np.ndarray, image_shape) -> list[list[float]]:
+    """The fall in the chosen class's probability at each of `occlusion_batch`'s positions for an image of
+    `image_shape`, as a grid scaled so the largest fall is 1 (all 0 if none)."""
     drop = np.clip(base - np.asarray(occluded, dtype=np.float64), 0, None)
     peak = drop.max()
-    grid = (drop / peak if peak > 0 else drop).reshape(side, -1)
+    grid = (drop / peak if peak > 0 else drop).reshape(len(_positions(image_shape[0])), -1)
     return np.round(grid, 3).tolist()
 
 

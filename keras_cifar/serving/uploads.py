@@ -34,10 +34,9 @@ async def explanation(svc: Service, image: np.ndarray, label: int, probability: 
     """The 32x32 input and its occlusion map for the predicted class (see serving/explain.py)."""
     batch = explain.occlusion_batch(image)
     occluded = (await svc.classify(batch))[:, label]
-    side = len(range(0, image.shape[0] - explain.PATCH + 1, explain.STRIDE))
     return {
         "input_png": explain.png_data_url(image),
-        "saliency": explain.saliency(probability, occluded, side),
+        "saliency": explain.saliency(probability, occluded, image.shape),
         "saliency_patch": explain.PATCH,
         "saliency_stride": explain.STRIDE,
     }

@@ -210,5 +210,7 @@ def test_occlusion_covers_each_patch_once_and_measures_the_fall_in_probability()
     assert batch.shape == (49, 32, 32, 3)
     changed = np.any(batch != image, axis=-1)  # the covered pixels
     assert changed[0, :8, :8].all() and not changed[0, 8:].any() and not changed[0, :, 8:].any()
-    assert saliency(0.9, np.array([0.9] * 48 + [0.3]), 7)[6][6] == 1.0
-    assert saliency(0.5, np.full(49, 0.6), 7) == [[0.0] * 7] * 7  # covering helped everywhere: nothing to show
+    assert saliency(0.9, np.array([0.9] * 48 + [0.3]), image.shape)[6][6] == 1.0
+    assert (
+        saliency(0.5, np.full(49, 0.6), image.shape) == [[0.0] * 7] * 7
+    )  # covering helped everywhere: nothing to show
