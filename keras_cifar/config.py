@@ -81,6 +81,16 @@ class TrainConfig:
     rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
     translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
     erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")
+    randaugment: int = _field(
+        0, "RandAugment (Keras's layer): random operations per batch, each at a random strength per image (0 = off)"
+    )
+    randaugment_magnitude: float = _field(0.5, "RandAugment: how strong its operations can be, 0 to 1")
+    mixup: float = _field(
+        0.0, "MixUp: blend image pairs and their labels, weights from Beta(alpha, alpha); the alpha, 0 to 1 (0 = off)"
+    )
+    cutmix: float = _field(
+        0.0, "CutMix: paste a box of another image and mix the labels by its area; the box's factor, 0 to 1 (0 = off)"
+    )
     augment_in_model: str = _field(
         "auto",
         "run augmentation inside the model instead of tf.data (auto = only where tf.data cannot: non-TensorFlow backends)",
@@ -189,6 +199,14 @@ class TrainConfig:
         for name, value in in_unit.items():
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
+        closed_unit = {
+            "randaugment_magnitude": self.randaugment_magnitude,
+            "mixup": self.mixup,
+            "cutmix": self.cutmix,
+        }
+        for name, value in closed_unit.items():
+            if not 0 <= value <= 1:
+                raise ConfigError(f"{name} must be in [0, 1], got {value!r}")
         non_negative = {
             "weight_decay": self.weight_decay,
             "warmup_start_factor": self.warmup_start_factor,
@@ -196,6 +214,7 @@ class TrainConfig:
             "bias_lr_scale": self.bias_lr_scale,
             "crop_padding": self.crop_padding,
             "rotation": self.rotation,
+            "randaugment": self.randaugment,
             "val_split": self.val_split,
             "warmup_epochs": self.warmup_epochs,
             "early_stopping_patience": self.early_stopping_patience,

@@ -1,6 +1,12 @@
 """Getting CIFAR-10 into memory and into Keras."""
 
-from keras_cifar.data.augmentation import RandomPadCrop, augmentation_from_config, build_augmentation
+from keras_cifar.data.augmentation import (
+    RandomPadCrop,
+    augmentation_from_config,
+    build_augmentation,
+    build_label_mixing,
+    label_mixing_from_config,
+)
 from keras_cifar.data.pipeline import (
     AlternatingFlip,
     Split,
@@ -21,7 +27,9 @@ __all__ = [
     "Split",
     "augmentation_from_config",
     "build_augmentation",
+    "build_label_mixing",
     "evaluation_dataset",
+    "label_mixing_from_config",
     "load_cifar10",
     "resolve_data_dir",
     "split_data",

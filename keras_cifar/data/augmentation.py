@@ -55,7 +55,16 @@ class RandomPadCrop(keras.layers.Layer):
         return {**super().get_config(), "padding": self.padding, "fill_mode": self.fill_mode, "seed": self.seed}
 
 
-def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0, erasing=0.0, seed=None):
+def build_augmentation(
+    crop_padding=4,
+    flip=True,
+    rotation=0.0,
+    translation=0.0,
+    erasing=0.0,
+    randaugment=0,
+    randaugment_magnitude=0.5,
+    seed=None,
+):
     """The augmentation stack a config asks for, or None when every transform is off.
 
     Layers are float32 whatever the global precision policy, so pixel arithmetic is never done in bfloat16.
@@ -75,6 +84,19 @@ def build_augmentation(crop_padding=4, flip=True, rotation=0.0, translation=0.0,
         layers.append(
             keras.layers.RandomTranslation(
                 translation, translation, fill_mode="reflect", seed=seed, dtype="float32", name="random_translation"
+            )
+        )
+    if randaugment:
+        # Keras's RandAugment draws its operations once per call, so a batch shares them (each image its own
+        # strength); per-image operations would need a loop over images.
+        layers.append(
+            keras.layers.RandAugment(
+                value_range=(0, 255),
+                num_ops=randaugment,
+                factor=randaugment_magnitude,
+                seed=seed,
+                dtype="float32",
+                name="rand_augment",
             )
         )
     if erasing:
@@ -99,5 +121,44 @@ def augmentation_from_config(config):
     """The stack for a run; with alternating flip the pipeline flips, so the stack does not."""
     random_flip = config.flip and not config.alternating_flip
     return build_augmentation(
-        config.crop_padding, random_flip, config.rotation, config.translation, config.erasing, seed=config.seed
+        config.crop_padding,
+        random_flip,
+        config.rotation,
+        config.translation,
+        config.erasing,
+        config.randaugment,
+        config.randaugment_magnitude,
+        seed=config.seed,
     )
+
+
+def build_label_mixing(mixup=0.0, cutmix=0.0, seed=None):
+    """MixUp and/or CutMix (Keras's layers) as `mix(images, one_hot_labels) -> (images, labels)` for a batch, or
+    None when both are off. With both, each batch takes one of them, at even odds (as timm does).
+
+    They mix labels as well as pixels, so they run in the input pipeline, never inside the model.
+    """
+    mixers = []
+    if mixup:
+        mixers.append(keras.layers.MixUp(alpha=mixup, seed=seed, dtype="float32", name="mixup"))
+    if cutmix:
+        mixers.append(keras.layers.CutMix(factor=cutmix, seed=seed, dtype="float32", name="cutmix"))
+    if not mixers:
+        return None
+    choice = keras.random.SeedGenerator(seed)
+
+    def mix(images, labels):
+        def apply(mixer):
+            out = mixer({"images": images, "labels": labels}, training=True)
+            return out["images"], out["labels"]
+
+        if len(mixers) == 1:
+            return apply(mixers[0])
+        first = keras.random.uniform((), seed=choice) < 0.5
+        return ops.cond(first, lambda: apply(mixers[0]), lambda: apply(mixers[1]))
+
+    return mix
+
+
+def label_mixing_from_config(config):
+    return build_label_mixing(config.mixup, config.cutmix, seed=config.seed)

@@ -129,13 +129,15 @@ def training_dataset(
     seed=0,
     alternating_flip: AlternatingFlip | None = None,
     drop_remainder=False,
+    label_mixing=None,
 ) -> tf.data.Dataset:
     """Shuffle, batch, augment whole batches in parallel, prefetch.
 
     The arrays are already in memory, which is what `cache()` would buy; augmenting after batching runs each
     layer once per batch (per-image randomness, vectorised ops) instead of once per image. With
     `alternating_flip`, `x` must come from its `prepare`. `drop_remainder` gives `steps_per_epoch(len(y),
-    batch_size, True)` equal batches.
+    batch_size, True)` equal batches. `label_mixing` (MixUp, CutMix) runs last, on the augmented batch and its
+    one-hot labels.
     """
     all_images, all_labels, convert = tf.constant(x), tf.constant(y), _as_model_inputs(num_classes)
 
@@ -145,6 +147,8 @@ def training_dataset(
             images = alternating_flip(images)
         if augmentation is not None:
             images = augmentation(images, training=True)
+        if label_mixing is not None:
+            images, labels = label_mixing(images, labels)
         return images, labels
 
     # Shuffling indices and gathering whole batches, rather than shuffling 50,000 image tensors one by one,

@@ -14,6 +14,7 @@ from keras_cifar.data import (
     AlternatingFlip,
     augmentation_from_config,
     evaluation_dataset,
+    label_mixing_from_config,
     load_cifar10,
     split_data,
     training_dataset,
@@ -46,6 +47,10 @@ def resolve_runtime(config) -> Runtime:
     in_model = config.augment_in_model == "on" or (config.augment_in_model == "auto" and not tf_backend)
     if in_model and config.flip and config.alternating_flip:
         raise ConfigError("alternating_flip needs augmentation in tf.data (TensorFlow backend, --augment-in-model off)")
+    if in_model and (config.mixup or config.cutmix):
+        raise ConfigError(
+            "mixup and cutmix mix labels too, so they run in tf.data (TensorFlow backend, --augment-in-model off)"
+        )
     return Runtime(
         precision=policy,
         precision_reason=policy_reason,
@@ -91,6 +96,7 @@ def fit_inputs(config, split, runtime, augmentation):
         seed=config.seed,
         alternating_flip=alternating,
         drop_remainder=config.drop_remainder,
+        label_mixing=label_mixing_from_config(config),
     )
     val_ds = evaluation_dataset(split.x_val, split.y_val, config.batch_size) if config.val_split else None
     return train_ds, val_ds, alternating

@@ -12,6 +12,7 @@ from keras_cifar.config import TrainConfig, add_config_arguments, read_config_fi
 from keras_cifar.data import (
     RandomPadCrop,
     build_augmentation,
+    build_label_mixing,
     split_data,
     steps_per_epoch,
     stratified_holdout,
@@ -65,6 +66,8 @@ def test_run_config_json_is_a_valid_config(tmp_path):
         ("lr: -1\n", "lr must be positive"),
         ("optimizer: adam\n", "optimizer must be one of sgd, muon, adamw"),
         ("erasing: 1.5\n", "erasing must be in [0, 1)"),
+        ("mixup: 1.5\n", "mixup must be in [0, 1]"),
+        ("randaugment: -1\n", "randaugment must be >= 0"),
         ("optimizer: muon\nmomentum: 0\n", "momentum must be > 0"),
         ("optimizer: muon\nmuon_momentum: 1\n", "muon_momentum must be in [0, 1)"),
         ("optimizer: adamw\nbias_lr_scale: 64\n", "bias_lr_scale only applies to SGD and muon"),
@@ -131,9 +134,18 @@ def test_pad_crop_output_is_a_window_of_the_reflect_padded_image():
 
 def test_augmentation_stack_follows_the_switches():
     assert build_augmentation(crop_padding=0, flip=False) is None
-    stack = build_augmentation(crop_padding=4, flip=True, rotation=10, translation=0.1, erasing=0.5, seed=1)
+    stack = build_augmentation(
+        crop_padding=4, flip=True, rotation=10, translation=0.1, erasing=0.5, randaugment=2, seed=1
+    )
     names = [layer.name for layer in stack.layers]
-    assert names == ["random_flip", "random_pad_crop", "random_rotation", "random_translation", "random_erasing"]
+    assert names == [
+        "random_flip",
+        "random_pad_crop",
+        "random_rotation",
+        "random_translation",
+        "rand_augment",
+        "random_erasing",
+    ]
     images = np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype("float32")
     assert np.array_equal(np.asarray(stack(images, training=False)), images)
     changed = np.asarray(stack(images, training=True))
@@ -148,6 +160,47 @@ def test_training_dataset_augments_batches_and_one_hots_labels(cifar):
     images, labels = batches[0]
     assert images.dtype == np.float32 and images.shape[1:] == (32, 32, 3) and 0 <= images.min() <= images.max() <= 255
     assert labels.shape == (32, 10) and np.all(labels.sum(axis=1) == 1)
+
+
+# Keras 3.15's CutMix weighs the labels by its box's nominal area, which can exceed the pasted pixels by up to two
+# rows or columns of the image (1/16 of it) when the box spans the whole image; MixUp's weights are exact.
+@pytest.mark.parametrize("mixup, cutmix, tolerance", [(0.4, 0.0, 0.002), (0.0, 1.0, 0.07), (0.4, 1.0, 0.07)])
+def test_mixup_and_cutmix_mix_labels_by_the_share_of_pixels(mixup, cutmix, tolerance):
+    """Image k is flat grey k * 20 with label k: a mixed image's mean pixel must equal its label's weights times
+    those greys, the proof that labels were mixed with the same weights as the pixels (MixUp's blend, CutMix's box)."""
+    assert build_label_mixing(0.0, 0.0) is None
+    greys = 20.0 * np.arange(10, dtype="float32")
+    images = np.broadcast_to(greys[:, None, None, None], (10, 32, 32, 3)).copy()
+    labels = np.eye(10, dtype="float32")
+    mix = build_label_mixing(mixup, cutmix, seed=0)
+    mixed = 0
+    for _ in range(4):
+        out_images, out_labels = (np.asarray(t) for t in mix(images, labels))
+        assert out_images.shape == images.shape and np.allclose(out_labels.sum(axis=1), 1, atol=1e-5)
+        assert np.allclose(out_images.mean(axis=(1, 2, 3)), out_labels @ greys, atol=tolerance * greys.max())
+        mixed += int((out_labels.max(axis=1) < 0.99).sum())
+    assert mixed > 0  # some images really were mixed
+
+
+def test_training_dataset_mixes_after_augmenting(cifar):
+    ds = training_dataset(
+        cifar.x_train[:64],
+        cifar.y_train[:64],
+        batch_size=32,
+        augmentation=build_augmentation(crop_padding=4, flip=True, randaugment=2, seed=0),
+        label_mixing=build_label_mixing(mixup=0.4, seed=0),
+    )
+    for images, labels in ds.as_numpy_iterator():
+        assert images.shape == (32, 32, 32, 3) and 0 <= images.min() <= images.max() <= 255
+        assert labels.shape == (32, 10) and np.allclose(labels.sum(axis=1), 1, atol=1e-5)
+
+
+def test_label_mixing_needs_the_input_pipeline():
+    from keras_cifar.training.loop import resolve_runtime
+
+    config = resolve_config(parse("--arch", "resnet18", "--mixup", "0.2", "--augment-in-model", "on"))
+    with pytest.raises(ConfigError, match="mixup and cutmix mix labels too"):
+        resolve_runtime(config)
 
 
 def test_an_epoch_shows_every_image_once_in_a_seeded_order(cifar):
