@@ -116,25 +116,32 @@ INDEX_START = "<!-- index: written by `python benchmarks/results_table.py --inde
 INDEX_END = "<!-- end of index -->"
 
 
+def cpu_kind(cpu: dict) -> str:
+    """The CPU a run names: model, family and model numbers, and the instruction sets that decide its speed."""
+    numbers = f", family {cpu['family']} model {cpu['model_number']}" if "family" in cpu else " (family not recorded)"
+    flags = ", ".join(cpu.get("flags", [])) or "flags not recorded"
+    return f"{cpu.get('model', 'CPU not recorded')}{numbers}: {flags}"
+
+
 def index_table(results: Path) -> str:
-    """One row per committed run folder, from its own files: what was trained, how well, how long, on which CPU."""
-    lines = [
-        "| run folder | architecture | width | recipe | epochs | test accuracy (TTA) | training time | CPU |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    """One table per CPU kind, one row per committed run folder, from its own files: what was trained, how well,
+    how long. Times compare within a table only."""
+    kinds = {}
     for metrics in sorted(results.glob("**/" + RunDir.METRICS)):
         run = RunDir(metrics.parent)
         if run.read_record() is None:  # a report or an export, not a run
             continue
         r, record = row(run.path), run.require_record()
-        cpu = record.environment.get("cpu", {})
-        family = f", family {cpu['family']} model {cpu['model_number']}" if "family" in cpu else ""
-        lines.append(
+        kinds.setdefault(cpu_kind(record.environment.get("cpu", {})), []).append(
             f"| `{run.path.relative_to(results)}` | {record.arch} | {r['config'].get('width_multiplier', 1.0):g} | "
             f"{r['config'].get('recipe') or '—'} | {record.runtime.get('epochs') or r['config'].get('epochs')} | "
-            f"{r['accuracy']:.2f} % ({r['tta']}) | {timed(r)} | {cpu.get('model', '—')}{family} |"
+            f"{r['accuracy']:.2f} % ({r['tta']}) | {timed(r)} |"
         )
-    return "\n".join(lines)
+    tables = []
+    for kind, lines in sorted(kinds.items()):
+        header = "| run folder | architecture | width | recipe | epochs | test accuracy (TTA) | training time |"
+        tables.append("\n".join([f"### {kind}", "", header, "|---|---|---|---|---|---|---|", *lines]))
+    return "\n\n".join(tables)
 
 
 def write_index(results: Path) -> None:
