@@ -1,5 +1,9 @@
 """Train-step images/second of the same network in Keras/TensorFlow and in PyTorch, on this CPU.
 
+The PyTorch side is a twin written here, for per-kernel breakdowns: it trails the real peer (792 img/s against
+about 1,100 for airbench94's whole epoch on an idle AMX machine, results/intel-amx-2026-12-03/). Compare speed
+with the peer's own script: benchmarks/peer.py.
+
 The README compares this project's CPU speed with PyTorch's; this script measures that gap in one run, for
 float32 and bfloat16, and prints what either engine could be doing differently (oneDNN, thread counts, the
 OpenMP/oneDNN environment) next to the numbers.

@@ -127,6 +127,59 @@ def best_under_each_criterion(groups: list[Group]) -> list[str]:
     return lines
 
 
+def _per_training_minute(run, measured):
+    seconds = run.training.get("training_seconds")
+    return 60 * 100 * run.accuracy / seconds if seconds else None
+
+
+def _corrupted_share(run, measured):
+    return 100 * run.metrics["corruptions"]["relative"] if corrupted(run) is not None else None
+
+
+# Each criterion: its name in a sentence, the value per run, whether higher is better, how to print the value.
+CRITERIA = (
+    ("accuracy", ACCURACY, True, "{:.2f} %"),
+    ("accuracy per training minute", _per_training_minute, True, "{:.2f} points/min"),
+    ("training speed", lambda r, m: r.training.get("train_images_per_second"), True, "{:,.0f} img/s"),
+    ("accuracy per parameter", lambda r, m: 100 * r.accuracy / (m["parameters"] / 1e6), True, "{:,.0f} points/M"),
+    ("accuracy per FLOP", lambda r, m: 100 * r.accuracy / (m["flops"] / 1e9), True, "{:,.0f} points/GFLOP"),
+    ("CPU latency", lambda r, m: m["latency_ms"], False, "{:.2f} ms"),
+    ("calibration", lambda r, m: ece(r), False, "ECE {:.2f} %"),
+    ("robustness to corruptions", _corrupted_share, True, "{:.0f} % of its clean accuracy"),
+)
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def strengths_and_weaknesses(groups: list[Group], class_names) -> list[str]:
+    """Per architecture, in words: the criteria where it ranks in the best third of the compared nets, those in
+    the worst third, and the classes it confuses most. With fewer than three nets, best and worst only."""
+    ranks = {g.label: ([], []) for g in groups}
+    for name, key, higher, fmt in CRITERIA:
+        values = [(g, _mean_or_none(g.values(key))) for g in groups]
+        values = sorted(((g, v) for g, v in values if v is not None), key=lambda pair: -pair[1] if higher else pair[1])
+        third = max(1, len(values) // 3)
+        for place, (g, value) in enumerate(values, start=1):
+            phrase = f"{name} ({fmt.format(value)}, {_ordinal(place)} of {len(values)})"
+            if place <= third and len(values) > 1:
+                ranks[g.label][0].append(phrase)
+            elif place > len(values) - third and len(values) > 1:
+                ranks[g.label][1].append(phrase)
+    lines = []
+    for g in groups:
+        good, bad = ranks[g.label]
+        confusions = plots.confused_pairs(g, class_names, 2)
+        lines.append(
+            f"**{g.label}**: good at {', '.join(good) or 'nothing in particular'}; "
+            f"weak at {', '.join(bad) or 'nothing in particular'}"
+            + (f"; confuses most {' and '.join(f'{t} → {p} ({c})' for t, p, c in confusions)}" if confusions else "")
+            + "."
+        )
+    return lines
+
+
 def per_run_table(groups: list[Group]) -> tuple[list, list]:
     header = ["run", "architecture", "seed", "test acc %", "macro F1", "train time (s)", "run dir"]
     rows = [
@@ -178,6 +231,14 @@ def build_section(groups: list[Group], class_names, out: Path, prefix: str) -> l
         ("table", *summary_table(groups)),
         ("h3", "Best under each criterion"),
         ("list", best_under_each_criterion(groups)),
+        ("h3", "What each architecture is good and bad at"),
+        (
+            "p",
+            "Its place among the nets compared here on each criterion: the best third counts as good, the worst "
+            "third as weak (accuracy per parameter and per FLOP are test-accuracy points per million parameters "
+            "and per GFLOP of one image's forward pass).",
+        ),
+        ("list", strengths_and_weaknesses(groups, class_names)),
         ("h3", "Seeds: is a difference real?"),
         (
             "p",

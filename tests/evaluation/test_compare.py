@@ -51,6 +51,7 @@ def test_suite_trains_every_arch_and_seed_and_reports(suite_dir):
         "GFLOPs/img",
         "CPU latency ms",
         "Best under each criterion",
+        "What each architecture is good and bad at",
         "Seeds: is a difference real?",
         "Every run",
         "Validation curves",
@@ -116,6 +117,41 @@ def test_a_difference_is_judged_against_the_seed_spread():
     one_side = compare_pair(group("a", 0.90, 0.91), group("b", 0.85))
     assert one_side["test"] == "2 x seed std" and one_side["larger_than_spread"]
     assert compare_pair(group("a", 0.9), group("b", 0.8))["larger_than_spread"] is None
+
+
+def test_strengths_and_weaknesses_rank_each_net_among_the_others():
+    """Three nets: the accurate slow big one, a middle one, the small fast weak one; each told its place."""
+    from types import SimpleNamespace
+
+    from keras_cifar.evaluation.comparison_report import strengths_and_weaknesses
+
+    classes = [f"c{i}" for i in range(10)]
+
+    def net(label, accuracy, seconds, params, latency, confused_with):
+        confusion = [[90 if t == p else 0 for p in range(10)] for t in range(10)]
+        confusion[3][confused_with] = 10
+        run = SimpleNamespace(
+            accuracy=accuracy,
+            training={"training_seconds": seconds, "train_images_per_second": 50_000 / seconds},
+            metrics={"confusion_matrix": confusion},
+        )
+        return Group(label, [run], [{"parameters": params, "flops": 2 * params, "latency_ms": latency}])
+
+    lines = strengths_and_weaknesses(
+        [
+            net("big", 0.90, 600, 20e6, 9.0, 5),
+            net("middle", 0.85, 300, 5e6, 4.0, 5),
+            net("small", 0.70, 100, 1e6, 1.0, 2),
+        ],
+        classes,
+    )
+    big, middle, small = lines
+    assert big.startswith("**big**: good at accuracy (90.00 %, 1st of 3); weak at ")
+    assert "CPU latency (9.00 ms, 3rd of 3)" in big and "confuses most c3 → c5 (10)" in big
+    assert "accuracy per training minute (42.00 points/min, 1st of 3)" in small.split("; weak at")[0]
+    assert "accuracy (70.00 %, 3rd of 3)" in small.split("; weak at")[1]
+    assert "good at nothing in particular; weak at nothing in particular" in middle
+    assert "calibration" not in big  # not measured: not ranked
 
 
 def test_flops_match_a_hand_count():
