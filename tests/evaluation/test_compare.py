@@ -4,33 +4,16 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from helpers import REPO, tiny
 
 from keras_cifar import cli, compare, suite
 from keras_cifar.evaluation.compare import Group, compare_pair
 from keras_cifar.models import build_model
 from keras_cifar.models.flops import flops_per_image
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--width-multiplier",
-    "0.125",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "256",
-    "--val-limit",
-    "128",
-    "--test-limit",
-    "200",
-    "--no-tensorboard",
-    "--verbose",
-    "0",
-]
+TINY = tiny(epochs=1, test=200, quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +55,9 @@ def test_different_test_sets_are_never_mixed(suite_dir, cifar_dir, tmp_path, cap
     other = tmp_path / "other-test-set"
     from keras_cifar import train
 
-    at = TINY.index("--test-limit")
     train.main(
         [
-            "--arch",
-            "resnet18",
-            *TINY[:at],
-            *TINY[at + 2 :],
-            "--test-limit",
-            "100",
+            *tiny("resnet18", epochs=1, test=100, quiet=True),
             "--data-dir",
             str(cifar_dir),
             "--run-dir",

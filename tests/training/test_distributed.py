@@ -7,36 +7,18 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from helpers import REPO, tiny
 
 from keras_cifar import cli, train
 from keras_cifar.config import TrainConfig
 from keras_cifar.errors import ConfigError
 from keras_cifar.training import distribute
 
-REPO = Path(__file__).resolve().parents[2]
 # 128 images in global batches of 64: 2 steps per epoch, each worker's replica taking 32 images of a batch.
-TINY = [
-    "--arch",
-    "resnet18",
-    "--width-multiplier",
-    "0.125",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "128",
-    "--val-limit",
-    "64",
-    "--test-limit",
-    "64",
-    "--no-tensorboard",
-    "--precision",
-    "float32",
-]
+FLAGS = {"epochs": 2, "batch": 64, "train": 128, "val": 64, "test": 64}
+TINY = [*tiny("resnet18", **FLAGS), "--precision", "float32"]
 SUMMARY = re.compile(r"worker (\d) \((chief|worker)\): (\d+) training steps; weights checksum ([\d.]+)")
 
 
@@ -145,11 +127,9 @@ def test_mirrored_strategy_on_one_cpu_with_the_fast_net_tricks(cifar_dir, tmp_pa
     run_dir = tmp_path / "mirrored"
     train.main(
         [
-            "--arch",
-            "airbench",
-            "--width-multiplier",
-            "0.25",
-            *TINY[4:],
+            *tiny("airbench", width=0.25, **FLAGS),
+            "--precision",
+            "float32",
             "--strategy",
             "mirrored",
             "--lookahead",

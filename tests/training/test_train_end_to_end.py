@@ -2,7 +2,6 @@
 
 import csv
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,42 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import REPO, python_m, tiny
 
 from keras_cifar import cli, evaluate, train
 from keras_cifar.errors import CheckpointError, ConfigError, TrainingError
 from keras_cifar.models.saving import load_model_file
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--arch",
-    "resnet18",
-    "--width-multiplier",
-    "0.125",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "256",
-    "--val-limit",
-    "128",
-    "--test-limit",
-    "128",
-    "--no-tensorboard",
-]
-
-
-def python_m(module, *args, env=None, **kwargs):
-    """Run an entry point as a user would, from the repo, with its output captured."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-        **kwargs,
-    )
+TINY = tiny("resnet18", test=128)
 
 
 def read_history(run_dir):

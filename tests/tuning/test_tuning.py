@@ -13,6 +13,7 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
+from helpers import REPO, python_m, tiny
 
 from keras_cifar.config import TrainConfig, read_config_file
 from keras_cifar.errors import ConfigError
@@ -22,32 +23,7 @@ from tuning import search
 from tuning.hypermodel import CifarHyperModel
 from tuning.space import SPACES, declare, resolve_space
 
-REPO = Path(__file__).resolve().parents[2]
-TINY = [
-    "--width-multiplier",
-    "0.125",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "64",
-    "--train-limit",
-    "256",
-    "--val-limit",
-    "128",
-    "--no-tensorboard",
-]
-
-
-def python_m(module, *args, env=None, **kwargs):
-    return subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **(env or {})},
-        timeout=600,
-        **kwargs,
-    )
+TINY = tiny(epochs=1)
 
 
 def write_space(tmp_path, text):
