@@ -37,9 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-
+from serve_process import start_server
 
 # ---- inputs ---------------------------------------------------------------------------------------------------
 
@@ -279,35 +277,6 @@ def request_kinds(data: dict, port: int, max_batch: int, upload_limit: int, json
 # ---- server and monitor ----------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(export: Path, extra: list[str], log):
-    """`python -m keras_cifar.serve` on a free loopback port, once /healthz answers; (process, port)."""
-    import httpx
-
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_cifar.serve", "--model", str(export), "--port", str(port), *extra],
-        cwd=REPO,
-        stdout=log,
-        stderr=log,
-    )
-    deadline = time.time() + 180
-    while time.time() < deadline and process.poll() is None:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    log.seek(0)
-    raise RuntimeError(f"the server did not start: {log.read()[-2000:]}")
-
-
 def rss_bytes(pid: int) -> int | None:
     try:
         import psutil
@@ -378,7 +347,7 @@ def run(args) -> dict:
     json_limit = max(2**20, args.max_batch * 32 * 32 * 3 * 24)
     data = inputs(export)
     log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (the server writes to it until the end)
-    server, port = start_server(export, server_args, log)
+    server, port = start_server(export, server_args, log=log)
     results = collections.defaultdict(collections.Counter)
     failures = []
     try:

@@ -16,55 +16,11 @@ import concurrent.futures
 import io
 import json
 import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(model, fmt, window_ms, port):
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "keras_cifar.serve",
-            "--model",
-            str(model),
-            "--format",
-            fmt,
-            "--port",
-            str(port),
-            "--batch-window-ms",
-            str(window_ms),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    import httpx
-
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited: {process.stdout.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise RuntimeError("server did not start within 120 s")
+from serve_process import start_server
 
 
 def sample_png(model) -> bytes:
@@ -140,8 +96,7 @@ def main() -> None:
     results = []
     for fmt in args.formats.split(","):
         for window in args.batch_window_ms.split(","):
-            port = free_port()
-            server = start_server(args.model, fmt, window, port)
+            server, port = start_server(args.model, ["--format", fmt, "--batch-window-ms", window])
             try:
                 load(port, image, 20, args.concurrency, 30)  # warm-up: first calls allocate and pick kernels
                 row = {

@@ -3,9 +3,7 @@ port back at once."""
 
 import json
 import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +15,7 @@ from keras_cifar import cli, predict
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 from serve_faults import bad_exif_jpeg  # noqa: E402
+from serve_process import ServerExited, free_port, start_server  # noqa: E402
 
 
 def test_predict_reports_each_bad_file_and_classifies_the_rest(exported, cifar, tmp_path, capsys):
@@ -51,31 +50,12 @@ def test_predict_refuses_a_file_by_its_size_before_reading_it(exported, tmp_path
     assert "209,715,200 bytes, more than the" in capsys.readouterr().err
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_serve(exported, port):
-    process = subprocess.Popen(
-        [sys.executable, "-m", "keras_cifar.serve", "--model", str(exported), "--port", str(port)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if process.poll() is not None:
-            return process, process.stdout.read()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return process, None
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("the server did not start in 120 s")
+    """(process, None) once it answers, or (None, its output) if it stopped first."""
+    try:
+        return start_server(exported, port=port)[0], None
+    except ServerExited as exited:
+        return None, str(exited)
 
 
 def time_wait_connections(port: int) -> int:
