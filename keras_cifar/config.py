@@ -81,6 +81,10 @@ class TrainConfig:
     rotation: float = _field(0.0, "random rotation, maximum degrees (0 = off)")
     translation: float = _field(0.0, "random translation, fraction of the image size (0 = off)")
     erasing: float = _field(0.0, "random erasing (cutout) probability per image (0 = off)")
+    brightness: float = _field(
+        0.0, "random brightness: shift each image by up to this fraction of the pixel range (0 = off)"
+    )
+    contrast: float = _field(0.0, "random contrast: scale each image's contrast by 1 ± up to this (0 = off)")
     randaugment: int = _field(
         0, "RandAugment (Keras's layer): random operations per batch, each at a random strength per image (0 = off)"
     )
@@ -200,6 +204,8 @@ class TrainConfig:
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value!r}")
         closed_unit = {
+            "brightness": self.brightness,
+            "contrast": self.contrast,
             "randaugment_magnitude": self.randaugment_magnitude,
             "mixup": self.mixup,
             "cutmix": self.cutmix,

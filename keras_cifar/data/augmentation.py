@@ -63,6 +63,8 @@ def build_augmentation(
     erasing=0.0,
     randaugment=0,
     randaugment_magnitude=0.5,
+    brightness=0.0,
+    contrast=0.0,
     seed=None,
 ):
     """The augmentation stack a config asks for, or None when every transform is off.
@@ -86,6 +88,10 @@ def build_augmentation(
                 translation, translation, fill_mode="reflect", seed=seed, dtype="float32", name="random_translation"
             )
         )
+    if brightness:
+        layers.append(keras.layers.RandomBrightness(brightness, seed=seed, dtype="float32", name="random_brightness"))
+    if contrast:
+        layers.append(keras.layers.RandomContrast(contrast, seed=seed, dtype="float32", name="random_contrast"))
     if randaugment:
         # Keras's RandAugment draws its operations once per call, so a batch shares them (each image its own
         # strength); per-image operations would need a loop over images.
@@ -128,6 +134,8 @@ def augmentation_from_config(config):
         config.erasing,
         config.randaugment,
         config.randaugment_magnitude,
+        config.brightness,
+        config.contrast,
         seed=config.seed,
     )
 

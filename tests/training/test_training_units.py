@@ -135,7 +135,15 @@ def test_pad_crop_output_is_a_window_of_the_reflect_padded_image():
 def test_augmentation_stack_follows_the_switches():
     assert build_augmentation(crop_padding=0, flip=False) is None
     stack = build_augmentation(
-        crop_padding=4, flip=True, rotation=10, translation=0.1, erasing=0.5, randaugment=2, seed=1
+        crop_padding=4,
+        flip=True,
+        rotation=10,
+        translation=0.1,
+        erasing=0.5,
+        randaugment=2,
+        brightness=0.1,
+        contrast=0.1,
+        seed=1,
     )
     names = [layer.name for layer in stack.layers]
     assert names == [
@@ -143,6 +151,8 @@ def test_augmentation_stack_follows_the_switches():
         "random_pad_crop",
         "random_rotation",
         "random_translation",
+        "random_brightness",
+        "random_contrast",
         "rand_augment",
         "random_erasing",
     ]
