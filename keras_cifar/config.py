@@ -51,6 +51,9 @@ class TrainConfig:
     arch: str = _field("resnet18", "architecture name (see --list-archs)", role="scope")
     width_multiplier: float = _field(1.0, "scale every layer's channel count (1.0 = standard widths)")
     dropout: float = _field(0.0, "dropout rate before the classifier")
+    activation: str | None = _field(
+        None, "the activation, for nets that offer a choice (airbench: gelu, its own, or silu); default: the net's own"
+    )
     bn_momentum: float = _field(
         0.9, "batch-norm moving-average momentum (Keras default 0.99 is too slow for short runs)"
     )

@@ -11,13 +11,15 @@ import math
 import keras
 import numpy as np
 
+from keras_cifar.errors import ConfigError
 from keras_cifar.models.common import image_input, scaled, scaled_logits_head
-from keras_cifar.models.layers import GELU, BatchNorm
+from keras_cifar.models.layers import GELU, BatchNorm, SiLU
 
 WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
 # Twice the patch dimension: each eigenvector is used with both signs, so GELU keeps both halves.
 WHITEN_FILTERS = 2 * 3 * WHITEN_KERNEL**2
+ACTIVATIONS = {"gelu": GELU, "silu": SiLU}
 
 
 @keras.saving.register_keras_serializable(package="keras_cifar")
@@ -51,29 +53,29 @@ def batch_norm(x, bn_momentum, name):
     return BatchNorm(momentum=bn_momentum, epsilon=1e-12, scale=False, name=name)(x)
 
 
-def conv_group(x, filters, bn_momentum, name):
+def conv_group(x, filters, bn_momentum, name, activation="gelu"):
     """conv → max-pool → BN → GELU → conv → BN → GELU; pooling before the first BN halves its cost."""
     x = keras.layers.Conv2D(
         filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv1"
     )(x)
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn1")
-    x = GELU(name=f"{name}_gelu1")(x)
+    x = ACTIVATIONS[activation](name=f"{name}_{activation}1")(x)
     x = keras.layers.Conv2D(
         filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv2"
     )(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn2")
-    return GELU(name=f"{name}_gelu2")(x)
+    return ACTIVATIONS[activation](name=f"{name}_{activation}2")(x)
 
 
-def whitening(x):
+def whitening(x, activation="gelu"):
     """The frozen 2×2 whitening conv; its bias stays trainable (airbench trains it for the first epochs)."""
     layer = keras.layers.Conv2D(
         WHITEN_FILTERS, WHITEN_KERNEL, padding="valid", use_bias=True, dtype="float32", name="whiten"
     )
     x = layer(x)
     layer.kernel.trainable = False
-    return GELU(name="whiten_gelu")(x)
+    return ACTIVATIONS[activation](name=f"whiten_{activation}")(x)
 
 
 def airbench(
@@ -84,15 +86,19 @@ def airbench(
     bn_momentum=0.6,
     widths=WIDTHS,
     logit_scale=1 / 9,
+    activation="gelu",
 ):
     """airbench94 at `widths` (64, 256, 256) × `width_multiplier`; `bn_momentum` 0.6 is airbench's (PyTorch 0.4).
 
-    `logit_scale` divides the logits, a fixed temperature that the short schedule measurably prefers.
+    `logit_scale` divides the logits, a fixed temperature that the short schedule measurably prefers;
+    `activation` is airbench's "gelu" or "silu".
     """
+    if activation not in ACTIVATIONS:
+        raise ConfigError(f"airbench's activation must be one of {', '.join(ACTIVATIONS)}, got {activation!r}")
     inputs, x = image_input(augmentation)
-    x = whitening(x)
+    x = whitening(x, activation)
     for i, width in enumerate(widths, start=1):
-        x = conv_group(x, scaled(width, width_multiplier), bn_momentum, name=f"block{i}")
+        x = conv_group(x, scaled(width, width_multiplier), bn_momentum, name=f"block{i}", activation=activation)
     x = keras.layers.MaxPooling2D(3, name="final_pool")(x)
     outputs = scaled_logits_head(x, num_classes, logit_scale, dropout)
     return keras.Model(inputs, outputs, name="airbench")

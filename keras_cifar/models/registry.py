@@ -70,6 +70,18 @@ def expand_names(names):
     return expanded
 
 
+def check_options(name, options) -> None:
+    """Refuse family-specific options the architecture does not have, naming those it has."""
+    key = canonical_name(name)
+    own_options = sorted(set(inspect.signature(MODELS[key].builder).parameters) - set(COMMON_OPTIONS))
+    unknown = sorted(set(options) - set(own_options))
+    if unknown:
+        raise ConfigError(
+            f"Architecture {key!r} has no option {', '.join(map(repr, unknown))}. "
+            f"Its own options are: {', '.join(own_options) or 'none'}."
+        )
+
+
 def build_model(name, width_multiplier=1.0, num_classes=10, augmentation=None, dropout=0.0, bn_momentum=0.9, **kwargs):
     """Builds the named architecture, uncompiled.
 
@@ -87,13 +99,7 @@ def build_model(name, width_multiplier=1.0, num_classes=10, augmentation=None, d
         raise ConfigError(f"dropout must be in [0, 1), got {dropout!r}.")
     if not 0 <= bn_momentum < 1:
         raise ConfigError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}.")
-    own_options = sorted(set(inspect.signature(MODELS[key].builder).parameters) - set(COMMON_OPTIONS))
-    unknown = sorted(set(kwargs) - set(own_options))
-    if unknown:
-        raise ConfigError(
-            f"Architecture {key!r} has no option {', '.join(map(repr, unknown))}. "
-            f"Its own options are: {', '.join(own_options) or 'none'}."
-        )
+    check_options(key, kwargs)
     return MODELS[key].builder(
         width_multiplier=width_multiplier,
         num_classes=num_classes,

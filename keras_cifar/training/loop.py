@@ -23,6 +23,7 @@ from keras_cifar.data import steps_per_epoch as count_steps
 from keras_cifar.errors import ConfigError, TrainingError
 from keras_cifar.evaluation import report_run
 from keras_cifar.models import build_model
+from keras_cifar.models.registry import check_options
 from keras_cifar.run import RunDir, RunRecord, Runtime
 from keras_cifar.training import budget, distribute, host
 from keras_cifar.training.callbacks import build_callbacks
@@ -60,6 +61,11 @@ def resolve_runtime(config) -> Runtime:
     )
 
 
+def model_options(config) -> dict:
+    """The family-specific options a config sets (only those it sets: the others keep the net's defaults)."""
+    return {"activation": config.activation} if config.activation else {}
+
+
 def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
     keras.mixed_precision.set_global_policy(runtime.precision)
     model = build_model(
@@ -68,6 +74,7 @@ def compile_model(config, runtime, steps_per_epoch, augmentation, epochs):
         augmentation=augmentation if runtime.augment_in_model else None,
         dropout=config.dropout,
         bn_momentum=config.bn_momentum,
+        **model_options(config),
     )
     model.compile(
         optimizer=build_optimizer(config, learning_rate(config, steps_per_epoch, epochs)),
@@ -194,6 +201,7 @@ def _train(config, distribution, extra_callbacks) -> Path:
     report is the chief's alone (it loads the saved model outside the scope, so no other worker takes part)."""
     # Everything that can reject the data or the batch size runs before the run directory is made.
     per_replica_batch = distribution.per_replica_batch(config.batch_size)
+    check_options(config.arch, model_options(config))
     data = load_cifar10(config.data_dir, config.source)
     split = split_data(data, config.val_split, config.seed, config.train_limit, config.val_limit, config.test_limit)
     steps_per_epoch = count_steps(split.sizes()["train"], config.batch_size, config.drop_remainder)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_cifar.models.layers import GELU, BatchNorm
+from keras_cifar.models.layers import GELU, BatchNorm, SiLU
 
 
 def gradients(layer, x, training):
@@ -48,9 +48,10 @@ def test_batch_norm_keeps_float32_statistics_under_bfloat16():
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_gelu_is_the_exact_gelu_in_training_and_inference(training):
+@pytest.mark.parametrize("layer, name", [(GELU, "gelu"), (SiLU, "silu")])
+def test_fused_activations_match_keras_in_training_and_inference(layer, name, training):
     x = np.linspace(-6, 6, 2 * 3 * 4 * 5, dtype="float32").reshape(2, 3, 4, 5)
-    y, (grad,) = gradients(GELU(), x, training)
-    expected, (expected_grad,) = gradients(keras.layers.Activation("gelu"), x, training)
+    y, (grad,) = gradients(layer(), x, training)
+    expected, (expected_grad,) = gradients(keras.layers.Activation(name), x, training)
     np.testing.assert_allclose(y, expected, atol=1e-6)
     np.testing.assert_allclose(grad, expected_grad, atol=1e-5)

@@ -177,6 +177,21 @@ def test_unknown_family_option_names_the_options_that_exist():
         build_model("vgg16", width_multiplier=0.125, zero_init_residual=False)
 
 
+def test_airbench_activation_is_a_choice_only_airbench_offers():
+    from keras_cifar.models.layers import GELU, SiLU
+
+    def kinds(model):
+        return {type(layer) for layer in model.layers if isinstance(layer, (GELU, SiLU))}
+
+    assert kinds(build_model("airbench", width_multiplier=0.125)) == {GELU}
+    silu = build_model("airbench", width_multiplier=0.125, activation="silu")
+    assert kinds(silu) == {SiLU} and len([layer for layer in silu.layers if isinstance(layer, SiLU)]) == 7
+    with pytest.raises(ConfigError, match="gelu, silu"):
+        build_model("airbench", activation="relu")
+    with pytest.raises(ConfigError, match="has no option 'activation'"):
+        build_model("resnet18", activation="silu")
+
+
 @pytest.mark.parametrize("name, last_bn", [("resnet18", "stage2_block1_2_bn"), ("resnet50", "stage2_block1_3_bn")])
 def test_zero_init_residual_zeroes_only_the_last_bn_of_each_branch(name, last_bn):
     default = build_model(name, width_multiplier=0.125)

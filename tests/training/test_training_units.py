@@ -248,6 +248,18 @@ def test_too_few_images_for_a_full_batch_fail_before_the_run_directory(cifar_dir
     assert not (tmp_path / "run").exists()
 
 
+def test_an_option_the_net_does_not_have_fails_before_the_run_directory(cifar_dir, tmp_path):
+    from keras_cifar.training import train
+
+    run_dir = tmp_path / "run"
+    config = resolve_config(
+        parse("--arch", "vgg16", "--activation", "silu", "--data-dir", str(cifar_dir), "--run-dir", str(run_dir))
+    )
+    with pytest.raises(ConfigError, match="'vgg16' has no option 'activation'"):
+        train(config)
+    assert not run_dir.exists()
+
+
 # --- schedules and host -----------------------------------------------------------------------------------
 
 
