@@ -44,7 +44,7 @@ from train_throughput import TIMED_MARK, images_per_second, measure
 
 SCRIPT = os.path.abspath(__file__)
 KERAS_POLICY = {"float32": "float32", "bfloat16": "mixed_bfloat16"}
-TORCH_ARCHS = ("airbench", "resnet18")
+TORCH_ARCHS = ("airbench", "resnet18", "vgg16")
 TORCH_MISSING = 3  # exit status of a PyTorch child whose interpreter has no torch
 THREAD_ENV = ("TF_ENABLE_ONEDNN_OPTS", "OMP_NUM_THREADS")
 THREAD_ENV_PREFIXES = ("OMP_", "KMP_", "MKL_", "DNNL_", "ONEDNN_", "TF_NUM_")
@@ -166,7 +166,19 @@ def torch_net(arch):
             Float32(nn.Flatten(), nn.Linear(512, 10)),
         )
 
-    return {"airbench": airbench, "resnet18": resnet18}[arch]().to(memory_format=torch.channels_last)
+    def vgg16():
+        """CIFAR VGG-16: thirteen 3×3 conv-BN-ReLU in five pooled stages, one linear layer, as in
+        `keras_cifar.models.vgg`."""
+        layers, cin = [], 3
+        for stage in ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)):
+            for cout in stage:
+                layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+                cin = cout
+            layers.append(nn.MaxPool2d(2))
+        return nn.Sequential(Float32(Normalize()), *layers, Float32(nn.Flatten(), nn.Linear(512, 10)))
+
+    nets = {"airbench": airbench, "resnet18": resnet18, "vgg16": vgg16}
+    return nets[arch]().to(memory_format=torch.channels_last)
 
 
 def torch_rate(arch, precision, batch_size, steps, warmup) -> float:
