@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import functools
 import os
+import signal
 import sys
 
 # TensorFlow's C++ start-up chatter (oneDNN notices, CPU feature lines) hides the run's own output.
@@ -69,3 +72,17 @@ def add_model_arguments(parser: argparse.ArgumentParser, verb: str) -> None:
         choices=list(FORMATS),
         help=f"which exported file to {verb} (default: tflite-float32 if present, else savedmodel)",
     )
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child, before exec: the kernel sends it SIGTERM when the parent dies, however it dies."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def dies_with_this_process():
+    """A `preexec_fn` for `subprocess.Popen` that ends the child with this process (Linux; None elsewhere), so a
+    killed launcher or suite never leaves a child training on, holding its run."""
+    return functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None

@@ -2,6 +2,9 @@
 architecture and seed into one folder, then build the comparison report. Re-run the same command after a
 kill: finished runs are kept, the interrupted one continues from its last epoch, the rest follow.
 
+Each run is its own `python -m keras_cifar.train` process, as if it ran alone: nothing a finished run left in
+memory or threads can slow the next one's timed steps (a `--time-budget` is fitted to them).
+
 Any training flag applies to every run, e.g. `--time-budget 10 --width-multiplier 0.5` for an equal
 wall-clock budget per architecture at half width.
 """
@@ -9,6 +12,7 @@ wall-clock budget per architecture at half width.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,11 +38,10 @@ def parse_args(argv=None) -> tuple[argparse.Namespace, list[str]]:
 def main(argv=None) -> None:
     args, train_flags = parse_args(argv)
     from keras_cifar.config import parse_train_args, resolve_config
-    from keras_cifar.errors import ConfigError
+    from keras_cifar.errors import ConfigError, TrainingError
     from keras_cifar.evaluation.compare import build_report
     from keras_cifar.models import expand_names
     from keras_cifar.run import RunDir
-    from keras_cifar.training import train
 
     if args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
@@ -51,20 +54,19 @@ def main(argv=None) -> None:
     for arch in archs:
         for seed in range(args.seeds):
             run_dir = args.out / "runs" / f"{arch}-s{seed}"
-            plan.append(
-                (
-                    run_dir,
-                    resolve_config(
-                        parse_train_args(["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags])
-                    ),
-                )
-            )
-    for number, (run_dir, config) in enumerate(plan, start=1):
+            argv = ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]
+            resolve_config(parse_train_args(argv))
+            plan.append((run_dir, argv))
+    for number, (run_dir, argv) in enumerate(plan, start=1):
         if RunDir(run_dir).is_finished():
             print(f"[{number}/{len(plan)}] {run_dir.name}: finished earlier, kept", flush=True)
             continue
         print(f"[{number}/{len(plan)}] {run_dir.name}", flush=True)
-        train(config)
+        status = subprocess.run(
+            [sys.executable, "-m", "keras_cifar.train", *argv], preexec_fn=cli.dies_with_this_process()
+        ).returncode
+        if status:
+            raise TrainingError(f"{run_dir.name} stopped with exit status {status}; its output is above")
     report = build_report(
         [run_dir for run_dir, _ in plan],
         args.out / "report",

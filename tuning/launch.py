@@ -16,9 +16,7 @@ each is started with a parent-death signal, so even a launcher killed with SIGKI
 from __future__ import annotations
 
 import argparse
-import ctypes
 import errno
-import functools
 import os
 import signal
 import socket
@@ -166,14 +164,6 @@ def _stop_on_signals() -> None:
         signal.signal(signum, stop)
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: the kernel sends it SIGTERM when the launcher dies, however it dies."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() != parent:  # the launcher died before prctl took effect
-        os._exit(1)
-
-
 def _start(name, command, env, logs: Path) -> subprocess.Popen:
     process = subprocess.Popen(
         command,
@@ -181,7 +171,7 @@ def _start(name, command, env, logs: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        preexec_fn=functools.partial(_die_with_parent, os.getpid()) if sys.platform == "linux" else None,
+        preexec_fn=cli.dies_with_this_process(),
     )
     print(f"launch: {name} started, pid {process.pid}", flush=True)
     threading.Thread(target=_relay, args=(name, process, logs / f"{name}.log"), daemon=True).start()

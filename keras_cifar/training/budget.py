@@ -13,14 +13,18 @@ import numpy as np
 
 # Inference costs about a third of a training step per image (no backward pass).
 EVAL_COST = 1 / 3
-TIMED_STEPS = 3
+# The first steps of a new model trace it and pick oneDNN kernels, and run slower; the median of the timed ones
+# resists one slow step.
+WARMUP_STEPS = 2
+TIMED_STEPS = 5
 
 
 def seconds_per_step(model, images, labels, num_classes=10) -> float:
-    """Median time of a train step after one untimed step (tracing), on one real batch."""
+    """Median time of a train step after the warm-up steps, on one real batch."""
     x = images.astype(np.float32)
     y = np.eye(num_classes, dtype=np.float32)[labels]
-    model.train_on_batch(x, y)
+    for _ in range(WARMUP_STEPS):
+        model.train_on_batch(x, y)
     times = []
     for _ in range(TIMED_STEPS):
         start = time.perf_counter()
