@@ -54,16 +54,16 @@ def main(argv=None) -> None:
     for arch in archs:
         for seed in range(args.seeds):
             run_dir = args.out / "runs" / f"{arch}-s{seed}"
-            argv = ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]
-            resolve_config(parse_train_args(argv))
-            plan.append((run_dir, argv))
-    for number, (run_dir, argv) in enumerate(plan, start=1):
+            run_argv = ["--arch", arch, "--seed", str(seed), "--run-dir", str(run_dir), *train_flags]
+            resolve_config(parse_train_args(run_argv))
+            plan.append((run_dir, run_argv))
+    for number, (run_dir, run_argv) in enumerate(plan, start=1):
         if RunDir(run_dir).is_finished():
             print(f"[{number}/{len(plan)}] {run_dir.name}: finished earlier, kept", flush=True)
             continue
         print(f"[{number}/{len(plan)}] {run_dir.name}", flush=True)
         status = subprocess.run(
-            [sys.executable, "-m", "keras_cifar.train", *argv], preexec_fn=cli.dies_with_this_process()
+            [sys.executable, "-m", "keras_cifar.train", *run_argv], preexec_fn=cli.dies_with_this_process()
         ).returncode
         if status:
             raise TrainingError(f"{run_dir.name} stopped with exit status {status}; its output is above")

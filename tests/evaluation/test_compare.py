@@ -45,6 +45,7 @@ def test_suite_trains_every_arch_and_seed_and_reports(suite_dir):
     ):
         assert heading in report, heading
     assert "| resnet18 | 2 |" in report and " ± " in report  # two seeds -> one row with a spread
+    assert "`python -m keras_cifar.suite --archs resnet18,airbench --seeds 2" in report  # the command, as given
     assert "Welch t-test" in report
     html = (suite_dir / "report" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 5 and "src='http" not in html  # self-contained
