@@ -56,7 +56,7 @@ class _Normalize:
     """torchvision.transforms.Normalize for a batch of NCHW tensors (what the script calls it on)."""
 
     def __init__(self, mean, std):
-        self.mean, self.std = torch.tensor(mean).view(-1, 1, 1), torch.tensor(std).view(-1, 1, 1)
+        self.mean, self.std = torch.as_tensor(mean).view(-1, 1, 1), torch.as_tensor(std).view(-1, 1, 1)
 
     def __call__(self, images):
         return (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)

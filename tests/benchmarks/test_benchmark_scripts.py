@@ -72,3 +72,38 @@ def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_t
     assert index().returncode == 0 and readme.read_text() == text  # rebuilt the same
     readme.write_text("no markers\n")
     assert index().returncode != 0
+
+
+def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch):
+    """Both sides' rows as `benchmarks/peer.py` prints them: a run whose machine was busy is marked and kept out
+    of the ratio of mean training times; a fractional last epoch is kept out of the median epoch."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import peer
+
+    def run(side, seed, seconds, accuracy, epochs, others, load=0.2):
+        return peer.describe(
+            {
+                "side": side,
+                "seed": seed,
+                "epochs": len(epochs),
+                "epoch_seconds": epochs,
+                "others_cpu": others,
+                "training_seconds": seconds,
+                "accuracy": accuracy,
+                "load_before": load,
+            }
+        )
+
+    runs = [
+        run("ours (fast)", 0, 400, 0.907, [50] * 8, [0.01] * 8),
+        run("peer (airbench94)", 0, 500, 0.906, [52] * 9 + [5], [0.0] * 10),
+        run("ours (fast)", 1, 900, 0.909, [110] * 8, [0.01] * 7 + [0.4]),  # another job shared the cores
+        run("peer (airbench94)", 1, 520, 0.904, [53] * 9 + [6], [0.02] * 10, load=3.0),  # started on a busy machine
+    ]
+    assert runs[1]["median_epoch_seconds"] == 52 and runs[1]["images_per_second"] == 50_000 / 52
+    assert [r["idle"] for r in runs] == [True, True, False, False]
+    summary = peer.summary(runs)
+    assert summary["time_ratio"] == 400 / 500  # the busy runs are left out
+    assert summary["ours (fast)"]["mean_accuracy"] == (0.907 + 0.909) / 2  # accuracy does not depend on load
+    table = peer.table(runs)
+    assert table.count("(busy)") == 2 and "| peer (airbench94) | 1 | 10 | 53.0 |" in table
