@@ -123,11 +123,15 @@ def main() -> None:
     def record_row(variables, is_final_entry):
         print_row(variables, is_final_entry)
         seconds = variables.get("total_time_seconds", variables.get("time_seconds"))
-        row = {"epoch": variables["epoch"], "time_seconds": seconds, "others_cpu": share.others()}
-        row["val_acc" if variables["epoch"] != "eval" else "tta_val_acc"] = variables.get(
-            "val_acc" if variables["epoch"] != "eval" else "tta_val_acc"
+        accuracy = "tta_val_acc" if variables["epoch"] == "eval" else "val_acc"
+        rows.append(
+            {
+                "epoch": variables["epoch"],
+                "time_seconds": seconds,
+                "others_cpu": share.others(),
+                accuracy: variables.get(accuracy),
+            }
         )
-        rows.append(row)
 
     peer["main"].__globals__["print_training_details"] = record_row
     torch.manual_seed(args.seed)
