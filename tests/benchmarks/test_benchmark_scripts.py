@@ -80,12 +80,13 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch)
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import peer
 
-    def run(side, seed, seconds, accuracy, epochs, others, load=0.2):
+    def run(side, seed, seconds, accuracy, epochs, others, load=0.2, planned=None):
         return peer.describe(
             {
                 "side": side,
                 "seed": seed,
                 "epochs": len(epochs),
+                "planned_epochs": planned or len(epochs),
                 "epoch_seconds": epochs,
                 "others_cpu": others,
                 "training_seconds": seconds,
@@ -95,12 +96,15 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch)
         )
 
     runs = [
-        run("ours (fast)", 0, 400, 0.907, [50] * 8, [0.01] * 8),
-        run("peer (airbench94)", 0, 500, 0.906, [52] * 9 + [5], [0.0] * 10),
+        run("ours (fast)", 0, 400, 0.907, [48] * 4 + [52] * 4, [0.01] * 8),
+        run("peer (airbench94)", 0, 500, 0.906, [52] * 9 + [47], [0.0] * 10, planned=9.9),
         run("ours (fast)", 1, 900, 0.909, [110] * 8, [0.01] * 7 + [0.4]),  # another job shared the cores
-        run("peer (airbench94)", 1, 520, 0.904, [53] * 9 + [6], [0.02] * 10, load=3.0),  # started on a busy machine
+        run(
+            "peer (airbench94)", 1, 520, 0.904, [53] * 9 + [48], [0.02] * 10, load=3.0, planned=9.9
+        ),  # started on a busy machine
     ]
     assert runs[1]["median_epoch_seconds"] == 52 and runs[1]["images_per_second"] == 50_000 / 52
+    assert runs[0]["median_epoch_seconds"] == 50  # whole epochs: the last one counts
     assert [r["idle"] for r in runs] == [True, True, False, False]
     summary = peer.summary(runs)
     assert summary["time_ratio"] == 400 / 500  # the busy runs are left out
