@@ -45,7 +45,8 @@ def imported(paths) -> dict[str, list[str]]:
 
 
 def distributions(module: str) -> set[str]:
-    return {canonical(d) for d in packages_distributions().get(module, [])}
+    """The installed distributions that provide `module`; not installed here, its own name (as most are)."""
+    return {canonical(d) for d in packages_distributions().get(module, [module])}
 
 
 def python_files(*roots):
