@@ -201,7 +201,8 @@ def test_training_dataset_mixes_after_augmenting(cifar):
         label_mixing=build_label_mixing(mixup=0.4, seed=0),
     )
     for images, labels in ds.as_numpy_iterator():
-        assert images.shape == (32, 32, 32, 3) and 0 <= images.min() <= images.max() <= 255
+        # a convex mix of 0-255 pixels stays in range up to float32 rounding (255.00002 seen)
+        assert images.shape == (32, 32, 32, 3) and -1e-3 <= images.min() <= images.max() <= 255 + 1e-3
         assert labels.shape == (32, 10) and np.allclose(labels.sum(axis=1), 1, atol=1e-5)
 
 
