@@ -206,6 +206,7 @@ class Runtime:
     distribution: dict = dataclasses.field(default_factory=dict)
     epochs: int | None = None  # planned epochs: --epochs, or what --time-budget fitted
     seconds_per_step: float | None = None  # the timed step a --time-budget was fitted with
+    seconds_per_epoch: float | None = None  # the epoch it planned: steps, validation and checkpoints
 
     def to_dict(self) -> dict:
         return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}

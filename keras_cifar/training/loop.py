@@ -119,22 +119,34 @@ def pipeline_callbacks(config, alternating, whitened) -> list:
     return callbacks
 
 
-def planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation) -> Runtime:
+def planned_epochs(config, record, runtime, split, steps_per_epoch, distribution) -> Runtime:
     """The runtime with its epochs: `--epochs`, or under `--time-budget` the epochs that fit it (kept from the
     first attempt's record on a resume)."""
     if not config.time_budget:
         return dataclasses.replace(runtime, epochs=config.epochs)
     if record is not None:
         return dataclasses.replace(
-            runtime, epochs=record.runtime["epochs"], seconds_per_step=record.runtime.get("seconds_per_step")
+            runtime,
+            epochs=record.runtime["epochs"],
+            seconds_per_step=record.runtime.get("seconds_per_step"),
+            seconds_per_epoch=record.runtime.get("seconds_per_epoch"),
         )
-    probe = compile_model(config, runtime, steps_per_epoch, augmentation, epochs=1)
-    step = budget.seconds_per_step(probe, split.x_train[: config.batch_size], split.y_train[: config.batch_size])
+    # The probe has its own pipeline and random layers, so the run's data order is the same with or without a
+    # budget; the pipeline's are built outside the strategy's scope, as the run's are.
+    batches, _, _ = fit_inputs(config, split, runtime, augmentation_from_config(config))
+    with distribution.scope():
+        model = compile_model(config, runtime, steps_per_epoch, augmentation_from_config(config), epochs=1)
+        measured = budget.probe(model, batches, max_steps=steps_per_epoch)
     epochs = budget.epochs_for_budget(
-        config.time_budget * 60, step, steps_per_epoch, len(split.y_val), config.batch_size
+        config.time_budget * 60, measured, steps_per_epoch, len(split.y_val), config.batch_size
     )
-    print(f"time budget {config.time_budget:g} min at {step:.2f} s/step: {epochs} epochs", flush=True)
-    return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=step)
+    epoch_seconds = measured.epoch_seconds(steps_per_epoch, len(split.y_val), config.batch_size)
+    print(
+        f"time budget {config.time_budget:g} min at {measured.step:.2f} s/step, {epoch_seconds:.0f} s/epoch with "
+        f"validation and checkpoints: {epochs} epochs",
+        flush=True,
+    )
+    return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=measured.step, seconds_per_epoch=epoch_seconds)
 
 
 def fit_verbosity(verbose: int | None, stream=None) -> int:
@@ -224,11 +236,11 @@ def _train_locked(
     train_ds, val_ds, alternating = fit_inputs(config, split, runtime, augmentation)
     train_ds = distribute.shard_by_data(train_ds, distribution)
     val_ds = distribute.shard_by_data(val_ds, distribution) if val_ds is not None else None
+    runtime = planned_epochs(config, record, runtime, split, steps_per_epoch, distribution)
     with distribution.scope():
         # Built again in the scope for the model: in-model augmentation keeps its random state in variables, which
         # must be created here to be distributed (under JAX's DataParallel they would sit on the first device).
         augmentation = augmentation_from_config(config)
-        runtime = planned_epochs(config, record, runtime, split, steps_per_epoch, augmentation)
         model, whitened = prepared_model(config, runtime, split, steps_per_epoch, augmentation, runtime.epochs)
 
     start_epoch = run.completed_epochs() if resumed else 0

@@ -295,14 +295,40 @@ def test_precision_is_chosen_from_the_cpu(monkeypatch, flags, requested, expecte
 
 
 def test_time_budget_buys_whole_epochs():
-    from keras_cifar.training.budget import epochs_for_budget
+    from keras_cifar.training.budget import Probe, epochs_for_budget
 
-    # 10 steps of 0.5 s plus 4 s of validation (3,072 images = 24 batches at a third of a step's cost) = 9 s.
-    assert epochs_for_budget(90, 0.5, 10, 3072, 128) == 10
-    assert epochs_for_budget(89, 0.5, 10, 3072, 128) == 9
-    assert epochs_for_budget(1, 0.5, 10, 3072, 128) == 1  # always at least one epoch
+    # 10 steps of 0.5 s, 4 s of validation (3,072 images = 24 batches at a third of a step's cost) and two
+    # checkpoint writes of 0.5 s = 10 s an epoch; the first step's 3 s of tracing cost 2.5 s once.
+    probe = Probe(step=0.5, first_step=3.0, save=0.5)
+    assert probe.epoch_seconds(10, 3072, 128) == 10
+    assert epochs_for_budget(102.5, probe, 10, 3072, 128) == 10
+    assert epochs_for_budget(102.4, probe, 10, 3072, 128) == 9
+    assert epochs_for_budget(1, probe, 10, 3072, 128) == 1  # always at least one epoch
     with pytest.raises(ConfigError, match="time_budget"):
         TrainConfig(time_budget=0).validate()
+
+
+def test_the_budget_probe_times_the_input_pipeline_and_a_checkpoint():
+    """A pipeline that holds each batch 50 ms shows in the step it feeds; the model's write is timed too."""
+    import time
+
+    import keras
+    import tensorflow as tf
+
+    from keras_cifar.training.budget import probe
+
+    def slow(images, labels):
+        time.sleep(0.05)
+        return images, labels
+
+    images, labels = np.zeros((32, 4), "float32"), np.eye(2, dtype="float32")[np.arange(32) % 2]
+    fast = tf.data.Dataset.from_tensor_slices((images, labels)).batch(8)
+    held = fast.map(lambda x, y: tf.numpy_function(slow, [x, y], [tf.float32, tf.float32]))
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy")
+    quick, slowed = probe(model, fast, max_steps=4), probe(model, held, max_steps=4)
+    assert slowed.step >= 0.05 > quick.step  # 4 batches an epoch: the probe repeats the dataset
+    assert quick.save > 0 and quick.first_step > 0
 
 
 def test_augmentation_stays_float32_under_mixed_precision():
