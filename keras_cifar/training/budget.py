@@ -13,11 +13,10 @@ three and planned runs 13 % under to 19 % over their budget (docs/benchmarks.md)
 from __future__ import annotations
 
 import dataclasses
+import math
 import tempfile
 import time
 from pathlib import Path
-
-import numpy as np
 
 # Inference costs about a third of a training step per image (no backward pass).
 EVAL_COST = 1 / 3
@@ -59,7 +58,7 @@ def probe(model, dataset, max_steps=None) -> Probe:
     for _ in range(WARMUP_STEPS - 1):
         step()
     start, timed = time.perf_counter(), 0
-    while timed < TIMED_STEPS or (time.perf_counter() - start < TIMED_SECONDS and timed < (max_steps or np.inf)):
+    while timed < TIMED_STEPS or (time.perf_counter() - start < TIMED_SECONDS and timed < (max_steps or math.inf)):
         step()
         timed += 1
     steady = (time.perf_counter() - start) / timed
@@ -70,9 +69,8 @@ def probe(model, dataset, max_steps=None) -> Probe:
     return Probe(step=steady, first_step=first, save=save)
 
 
-def epochs_for_budget(budget_seconds, measured: Probe, steps_per_epoch, eval_images, batch_size) -> int:
-    """Whole epochs (at least one) whose training, validation and checkpoints fit in the budget, after the
+def epochs_for_budget(budget_seconds, measured: Probe, epoch_seconds) -> int:
+    """Whole epochs (at least one) of `epoch_seconds` (`Probe.epoch_seconds`) that fit in the budget, after the
     tracing the first step pays once."""
     available = budget_seconds - max(measured.first_step - measured.step, 0.0)
-    per_epoch = measured.epoch_seconds(steps_per_epoch, eval_images, batch_size)
-    return max(1, int(available // per_epoch))
+    return max(1, int(available // epoch_seconds))

@@ -300,10 +300,11 @@ def test_time_budget_buys_whole_epochs():
     # 10 steps of 0.5 s, 4 s of validation (3,072 images = 24 batches at a third of a step's cost) and two
     # checkpoint writes of 0.5 s = 10 s an epoch; the first step's 3 s of tracing cost 2.5 s once.
     probe = Probe(step=0.5, first_step=3.0, save=0.5)
-    assert probe.epoch_seconds(10, 3072, 128) == 10
-    assert epochs_for_budget(102.5, probe, 10, 3072, 128) == 10
-    assert epochs_for_budget(102.4, probe, 10, 3072, 128) == 9
-    assert epochs_for_budget(1, probe, 10, 3072, 128) == 1  # always at least one epoch
+    epoch = probe.epoch_seconds(10, 3072, 128)
+    assert epoch == 10
+    assert epochs_for_budget(102.5, probe, epoch) == 10
+    assert epochs_for_budget(102.4, probe, epoch) == 9
+    assert epochs_for_budget(1, probe, epoch) == 1  # always at least one epoch
     with pytest.raises(ConfigError, match="time_budget"):
         TrainConfig(time_budget=0).validate()
 
