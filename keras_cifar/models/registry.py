@@ -1,30 +1,36 @@
-"""Architectures by name. Adding one takes a new module with a builder and one line in `MODELS`."""
+"""Architectures by name. Adding one takes a new module with a builder and one line in `MODELS`.
+
+Builders are named, not imported: their modules load Keras, and naming, listing and checking architectures
+(config resolution, `--list-archs`, the suite's plan) must not."""
 
 import dataclasses
+import importlib
 import inspect
-from collections.abc import Callable
 
 from keras_cifar.errors import ConfigError
-from keras_cifar.models import airbench, inception, resnet, resnet9, vgg
 
 
 @dataclasses.dataclass(frozen=True)
 class Architecture:
-    builder: Callable
+    builder: str  # "module:function" under keras_cifar.models, imported when a model is built
     family: str  # vgg, resnet, inception, fast: picks the tuning space
     group: str  # classic (the nets the project is for) or fast (the short-budget CPU nets)
 
+    def load(self):
+        module, function = self.builder.split(":")
+        return getattr(importlib.import_module(f"keras_cifar.models.{module}"), function)
+
 
 MODELS = {
-    "vgg16": Architecture(vgg.vgg16, "vgg", "classic"),
-    "vgg19": Architecture(vgg.vgg19, "vgg", "classic"),
-    "resnet18": Architecture(resnet.resnet18, "resnet", "classic"),
-    "resnet34": Architecture(resnet.resnet34, "resnet", "classic"),
-    "resnet50": Architecture(resnet.resnet50, "resnet", "classic"),
-    "resnet101": Architecture(resnet.resnet101, "resnet", "classic"),
-    "inception": Architecture(inception.inception, "inception", "classic"),
-    "resnet9": Architecture(resnet9.resnet9, "fast", "fast"),
-    "airbench": Architecture(airbench.airbench, "fast", "fast"),
+    "vgg16": Architecture("vgg:vgg16", "vgg", "classic"),
+    "vgg19": Architecture("vgg:vgg19", "vgg", "classic"),
+    "resnet18": Architecture("resnet:resnet18", "resnet", "classic"),
+    "resnet34": Architecture("resnet:resnet34", "resnet", "classic"),
+    "resnet50": Architecture("resnet:resnet50", "resnet", "classic"),
+    "resnet101": Architecture("resnet:resnet101", "resnet", "classic"),
+    "inception": Architecture("inception:inception", "inception", "classic"),
+    "resnet9": Architecture("resnet9:resnet9", "fast", "fast"),
+    "airbench": Architecture("airbench:airbench", "fast", "fast"),
 }
 
 ALIASES = {"googlenet": "inception"}
@@ -37,6 +43,12 @@ GROUPS = {
 
 # Options every builder takes; anything else a builder accepts is specific to its family.
 COMMON_OPTIONS = ("width_multiplier", "num_classes", "augmentation", "dropout", "bn_momentum")
+
+
+def load_builders() -> None:
+    """Import every builder's module, which registers its custom layers and initialisers for loading files."""
+    for architecture in MODELS.values():
+        architecture.load()
 
 
 def family(name) -> str:
@@ -73,7 +85,7 @@ def expand_names(names):
 def check_options(name, options) -> None:
     """Refuse family-specific options the architecture does not have, naming those it has."""
     key = canonical_name(name)
-    own_options = sorted(set(inspect.signature(MODELS[key].builder).parameters) - set(COMMON_OPTIONS))
+    own_options = sorted(set(inspect.signature(MODELS[key].load()).parameters) - set(COMMON_OPTIONS))
     unknown = sorted(set(options) - set(own_options))
     if unknown:
         raise ConfigError(
@@ -100,7 +112,7 @@ def build_model(name, width_multiplier=1.0, num_classes=10, augmentation=None, d
     if not 0 <= bn_momentum < 1:
         raise ConfigError(f"bn_momentum must be in [0, 1), got {bn_momentum!r}.")
     check_options(key, kwargs)
-    return MODELS[key].builder(
+    return MODELS[key].load()(
         width_multiplier=width_multiplier,
         num_classes=num_classes,
         augmentation=augmentation,

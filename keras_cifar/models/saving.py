@@ -15,8 +15,10 @@ def load_model_file(path):
     import keras
 
     import keras_cifar.data.augmentation  # noqa: F401 - the augmentation layers a saved model may hold
-    import keras_cifar.models.registry  # noqa: F401 - the builders' custom layers and initialisers
     import keras_cifar.training.schedules  # noqa: F401 - the LR schedule inside a compiled model's optimizer
+    from keras_cifar.models.registry import load_builders
+
+    load_builders()  # the builders' custom layers and initialisers
 
     path = Path(path)
     if not path.is_file():

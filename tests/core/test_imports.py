@@ -8,6 +8,7 @@ import pytest
 
 LIGHT_MODULES = (
     "keras_cifar.config",
+    "keras_cifar.models",
     "keras_cifar.run",
     "keras_cifar.export.formats",
     "keras_cifar.export.runtime",
@@ -31,6 +32,19 @@ def heavy_modules_after(code: str) -> list[str]:
 @pytest.mark.parametrize("module", LIGHT_MODULES)
 def test_light_modules_import_no_framework(module):
     assert heavy_modules_after(f"import {module}") == []
+
+
+def test_naming_and_resolving_architectures_loads_no_framework():
+    """A config names its net, the suite plans all of them, and `--list-archs` lists them, before any training."""
+    code = (
+        "from keras_cifar.config import parse_train_args, resolve_config\n"
+        "from keras_cifar.models import available_models, expand_names\n"
+        "from keras_cifar.models.registry import family\n"
+        "assert expand_names('classic,airbench')[-1] == 'airbench' and 'googlenet' in available_models()\n"
+        "assert family('GoogLeNet') == 'inception'\n"
+        "assert resolve_config(parse_train_args(['--arch', 'GoogLeNet'])).erasing == 0.5  # inception.yaml, by its alias"
+    )
+    assert heavy_modules_after(code) == []
 
 
 @pytest.mark.parametrize(
