@@ -26,7 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from results_table import BUSY_SHARE
+from results_table import BUSY_SHARE, peer_summary, peer_table
 
 HERE = Path(__file__).resolve().parent
 PEERS = {"airbench94": "legacy/airbench94.py", "airbench94_muon": "airbench94_muon.py"}
@@ -114,41 +114,6 @@ def describe(run: dict) -> dict:
     }
 
 
-def summary(runs: list[dict]) -> dict:
-    sides = {}
-    for run in runs:
-        sides.setdefault(run["side"], []).append(run)
-    result = {}
-    for side, side_runs in sides.items():
-        idle = [run for run in side_runs if run["idle"]]
-        result[side] = {
-            "runs": len(side_runs),
-            "idle_runs": len(idle),
-            "mean_training_seconds": statistics.fmean(r["training_seconds"] for r in idle) if idle else None,
-            "mean_accuracy": statistics.fmean(r["accuracy"] for r in side_runs),
-            "accuracy_sd": statistics.stdev(r["accuracy"] for r in side_runs) if len(side_runs) > 1 else None,
-        }
-    ours, peer = (next((v for k, v in result.items() if k.startswith(p)), None) for p in ("ours", "peer"))
-    if ours and peer and ours["mean_training_seconds"] and peer["mean_training_seconds"]:
-        result["time_ratio"] = ours["mean_training_seconds"] / peer["mean_training_seconds"]
-    return result
-
-
-def table(runs: list[dict]) -> str:
-    lines = [
-        "| side | seed | epochs | epoch s (median) | img/s | test acc (TTA) | training s | load before | busiest epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in runs:
-        busy = "—" if r["busiest_epoch_others_cpu"] is None else f"{r['busiest_epoch_others_cpu']:.0%}"
-        lines.append(
-            f"| {r['side']} | {r['seed']} | {r['epochs']} | {r['median_epoch_seconds']:.1f} | "
-            f"{r['images_per_second']:.0f} | {100 * r['accuracy']:.2f} % | {r['training_seconds']:.0f}"
-            f"{'' if r['idle'] else ' (busy)'} | {r['load_before']:.2f} | {busy} |"
-        )
-    return "\n".join(lines)
-
-
 def wait_for_idle(limit: float, timeout: float = 600) -> float:
     """The 1-minute load average once it is under `limit` (or after `timeout` s): a run started on a busy
     machine fits nothing to it but its own time is off."""
@@ -197,15 +162,9 @@ def main() -> None:
                 done.write_text(json.dumps(describe({**run, "load_before": load}), indent=2) + "\n")
             runs.append(json.loads(done.read_text()))
 
-    report = {"data_fingerprint": fingerprint, "runs": runs, "summary": summary(runs)}
+    report = {"data_fingerprint": fingerprint, "runs": runs, "summary": peer_summary(runs)}
     (args.out / "summary.json").write_text(json.dumps(report, indent=2) + "\n")
-    text = table(runs)
-    ratio = report["summary"].get("time_ratio")
-    text += "\n\n" + (
-        f"ours / peer mean training time (idle runs only): {ratio:.2f}"
-        if ratio
-        else "no ratio: one side has no idle run"
-    )
+    text = peer_table(runs)
     (args.out / "summary.md").write_text(text + "\n")
     print(f"CPU: {runs[0]['cpu']}\n{text}")
 

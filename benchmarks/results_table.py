@@ -15,6 +15,7 @@ width, recipe, epochs, accuracy, time, CPU) is rewritten in RESULTS/README.md be
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 from pathlib import Path
 
@@ -144,6 +145,75 @@ def index_table(results: Path) -> str:
     return "\n\n".join(tables)
 
 
+def peer_summary(runs: list[dict]) -> dict:
+    """Per side of `benchmarks/peer.py`: runs, mean accuracy and its spread over all runs, mean training time over
+    the idle runs only; and ours's time over the peer's."""
+    sides = {}
+    for run in runs:
+        sides.setdefault(run["side"], []).append(run)
+    result = {}
+    for side, side_runs in sides.items():
+        idle = [run for run in side_runs if run["idle"]]
+        result[side] = {
+            "runs": len(side_runs),
+            "idle_runs": len(idle),
+            "mean_training_seconds": statistics.fmean(r["training_seconds"] for r in idle) if idle else None,
+            "mean_accuracy": statistics.fmean(r["accuracy"] for r in side_runs),
+            "accuracy_sd": statistics.stdev(r["accuracy"] for r in side_runs) if len(side_runs) > 1 else None,
+        }
+    ours, peer = (next((v for k, v in result.items() if k.startswith(p)), None) for p in ("ours", "peer"))
+    if ours and peer and ours["mean_training_seconds"] and peer["mean_training_seconds"]:
+        result["time_ratio"] = ours["mean_training_seconds"] / peer["mean_training_seconds"]
+    return result
+
+
+def peer_table(runs: list[dict]) -> str:
+    """The sides `benchmarks/peer.py` ran, one row each, a mean row per side and the time ratio."""
+    lines = [
+        "| side | seed | epochs | epoch s (median) | img/s | test acc (TTA) | training s | load before | busiest epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        busy = "—" if r["busiest_epoch_others_cpu"] is None else f"{r['busiest_epoch_others_cpu']:.0%}"
+        lines.append(
+            f"| {r['side']} | {r['seed']} | {r['epochs']} | {r['median_epoch_seconds']:.1f} | "
+            f"{r['images_per_second']:.0f} | {100 * r['accuracy']:.2f} % | {r['training_seconds']:,.0f}"
+            f"{'' if r['idle'] else ' (busy)'} | {r['load_before']:.2f} | {busy} |"
+        )
+    summary = peer_summary(runs)
+    for side in dict.fromkeys(r["side"] for r in runs):
+        mean = summary[side]
+        spread = "" if mean["accuracy_sd"] is None else f" ± {100 * mean['accuracy_sd']:.2f}"
+        seconds = mean["mean_training_seconds"]
+        lines.append(
+            f"| **{side}, mean** | {mean['runs']} runs, {mean['idle_runs']} idle | | | | "
+            f"**{100 * mean['mean_accuracy']:.2f}{spread} %** | {'—' if seconds is None else f'**{seconds:,.0f}**'} | | |"
+        )
+    ratio = summary.get("time_ratio")
+    verdict = (
+        f"ours / peer mean training time (idle runs only): **{ratio:.2f}**"
+        if ratio
+        else "no ratio: a side has no idle run"
+    )
+    return "\n".join([*lines, "", verdict])
+
+
+def peer_tables(results: Path) -> str:
+    """One table per CPU kind of the fast recipe beside the real peer, from the side files `benchmarks/peer.py`
+    leaves (`ours-sN.summary.json`, `peer-sN.summary.json`): pairs compare within one folder, one machine."""
+    folders = {}
+    for path in sorted(results.glob("**/*.summary.json")):
+        folders.setdefault(path.parent, []).append(json.loads(path.read_text()))
+    tables = []
+    for folder, runs in folders.items():
+        runs.sort(key=lambda r: (r["seed"], not r["side"].startswith("ours")))
+        tables.append(
+            f"### {cpu_kind(runs[0]['cpu'])}: `{folder.relative_to(results)}`, the fast recipe beside the real "
+            f"peer\n\n{peer_table(runs)}"
+        )
+    return "\n\n".join(tables)
+
+
 def write_index(results: Path) -> None:
     readme = results / "README.md"
     text = readme.read_text()
@@ -151,7 +221,8 @@ def write_index(results: Path) -> None:
         raise SystemExit(f"{readme} has no index markers: add the two lines\n{INDEX_START}\n{INDEX_END}")
     before, rest = text.split(INDEX_START, 1)
     after = rest.split(INDEX_END, 1)[1]
-    write_atomic(readme, f"{before}{INDEX_START}\n{index_table(results)}\n{INDEX_END}{after}")
+    tables = "\n\n".join(filter(None, (index_table(results), peer_tables(results))))
+    write_atomic(readme, f"{before}{INDEX_START}\n{tables}\n{INDEX_END}{after}")
 
 
 def main() -> None:

@@ -2,6 +2,8 @@
 
     python benchmarks/train_throughput.py --archs resnet18,vgg16 --batch-size 128 --jit off,on
     python benchmarks/train_throughput.py --archs airbench --recipes fast-sgd,fast --batch-size 1024,2000 --jit off
+    python benchmarks/train_throughput.py --archs airbench --recipes fast --batch-size 2000 --jit off \
+        --activations gelu,silu
 
 `--recipes` builds the model and optimizer with a recipe's settings (its optimizer, learning rates, BN
 momentum...; the architecture, batch size and width still come from the flags); without it, the defaults
@@ -44,7 +46,7 @@ def images_per_second(step, batch_size, steps, warmup) -> float:
     return batch_size / statistics.median(times)
 
 
-def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="") -> float:
+def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="", activation="") -> float:
     """Train-step images/second of `arch` built and compiled exactly as training does."""
     import numpy as np
 
@@ -60,6 +62,7 @@ def measure(arch, batch_size, width, jit, precision, steps, warmup, recipe="") -
         "width_multiplier": width,
         "epochs": 1,
         "time_budget": None,
+        **({"activation": activation} if activation else {}),
     }
     config = TrainConfig(**settings)
     runtime = Runtime(
@@ -87,6 +90,9 @@ def main() -> None:
         default="",
         help="comma-separated recipes whose settings build the model and optimizer (default: none, plain Nesterov SGD)",
     )
+    parser.add_argument(
+        "--activations", default="", help="comma-separated, for nets that offer a choice (default: the net's own)"
+    )
     parser.add_argument("--width-multiplier", type=float, default=1.0)
     parser.add_argument("--jit", default="off,on", help="comma-separated: off, on")
     parser.add_argument("--precision", default="float32", help="comma-separated Keras dtype policies")
@@ -94,12 +100,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--json", default=None, help="also write the figures to this JSON file")
     parser.add_argument(
-        "--one", nargs=5, metavar=("ARCH", "JIT", "PRECISION", "BATCH", "RECIPE"), help=argparse.SUPPRESS
+        "--one", nargs=6, metavar=("ARCH", "JIT", "PRECISION", "BATCH", "RECIPE", "ACT"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.one:  # child process: one configuration, one number on stdout
-        arch, jit, precision, batch, recipe = args.one
-        print(measure(arch, int(batch), args.width_multiplier, jit, precision, args.steps, args.warmup, recipe))
+        arch, jit, precision, batch, *choices = args.one  # choices: recipe, activation
+        print(measure(arch, int(batch), args.width_multiplier, jit, precision, args.steps, args.warmup, *choices))
         return
 
     from keras_cifar.training.host import environment
@@ -110,17 +116,18 @@ def main() -> None:
         f"keras {env['versions']['keras']}, tensorflow {env['versions'].get('tensorflow')}; "
         f"width {args.width_multiplier}"
     )
-    print(f"{'arch':<10} {'recipe':<9} {'batch':>5} {'precision':<15} {'xla':<4} {'img/s':>8}")
+    print(f"{'arch':<10} {'recipe':<9} {'act':<5} {'batch':>5} {'precision':<15} {'xla':<4} {'img/s':>8}")
     results = []
     configurations = itertools.product(
         args.archs.split(","),
         args.recipes.split(","),
+        args.activations.split(","),
         args.batch_size.split(","),
         args.precision.split(","),
         args.jit.split(","),
     )
-    for arch, recipe, batch, precision, jit in configurations:
-        label = f"{arch:<10} {recipe or '-':<9} {batch:>5} {precision:<15} {jit:<4}"
+    for arch, recipe, activation, batch, precision, jit in configurations:
+        label = f"{arch:<10} {recipe or '-':<9} {activation or '-':<5} {batch:>5} {precision:<15} {jit:<4}"
         child = subprocess.run(
             [
                 sys.executable,
@@ -131,6 +138,7 @@ def main() -> None:
                 precision,
                 batch,
                 recipe,
+                activation,
                 "--width-multiplier",
                 str(args.width_multiplier),
                 "--steps",
@@ -149,6 +157,7 @@ def main() -> None:
             {
                 "arch": arch,
                 "recipe": recipe or None,
+                "activation": activation or None,
                 "batch_size": int(batch),
                 "precision": precision,
                 "jit": jit,

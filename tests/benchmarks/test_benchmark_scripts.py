@@ -74,11 +74,13 @@ def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_t
     assert index().returncode != 0
 
 
-def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch):
+def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch, tmp_path):
     """Both sides' rows as `benchmarks/peer.py` prints them: a run whose machine was busy is marked and kept out
-    of the ratio of mean training times; a fractional last epoch is kept out of the median epoch."""
+    of the ratio of mean training times; a fractional last epoch is kept out of the median epoch. The results
+    index rebuilds the same table, per CPU kind, from the side files the benchmark leaves."""
     monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
     import peer
+    import results_table
 
     def run(side, seed, seconds, accuracy, epochs, others, load=0.2, planned=None):
         return peer.describe(
@@ -92,6 +94,7 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch)
                 "training_seconds": seconds,
                 "accuracy": accuracy,
                 "load_before": load,
+                "cpu": {"model": "AMD EPYC", "family": "25", "model_number": "1", "flags": ["avx2", "fma"]},
             }
         )
 
@@ -106,8 +109,21 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch)
     assert runs[1]["median_epoch_seconds"] == 52 and runs[1]["images_per_second"] == 50_000 / 52
     assert runs[0]["median_epoch_seconds"] == 50  # whole epochs: the last one counts
     assert [r["idle"] for r in runs] == [True, True, False, False]
-    summary = peer.summary(runs)
+    summary = results_table.peer_summary(runs)
     assert summary["time_ratio"] == 400 / 500  # the busy runs are left out
     assert summary["ours (fast)"]["mean_accuracy"] == (0.907 + 0.909) / 2  # accuracy does not depend on load
-    table = peer.table(runs)
+    table = results_table.peer_table(runs)
     assert table.count("(busy)") == 2 and "| peer (airbench94) | 1 | 10 | 53.0 |" in table
+    assert "| **ours (fast), mean** | 2 runs, 1 idle | | | | **90.80 ± 0.14 %** | **400** |" in table
+    assert table.endswith("ours / peer mean training time (idle runs only): **0.80**")
+
+    pair = tmp_path / "results" / "cpu" / "pair"
+    pair.mkdir(parents=True)
+    for r in runs:
+        (pair / f"{r['side'].split()[0]}-s{r['seed']}.summary.json").write_text(json.dumps(r))
+    (pair / "summary.json").write_text("{}")  # the whole report, not a side: left alone
+    readme = tmp_path / "results" / "README.md"
+    readme.write_text(f"{results_table.INDEX_START}\n{results_table.INDEX_END}\n")
+    results_table.write_index(tmp_path / "results")
+    heading = "### AMD EPYC, family 25 model 1: avx2, fma: `cpu/pair`, the fast recipe beside the real peer"
+    assert f"{heading}\n\n{table}\n" in readme.read_text()
