@@ -176,7 +176,7 @@ def peer_table(runs: list[dict]) -> str:
     for r in runs:
         busy = "—" if r["busiest_epoch_others_cpu"] is None else f"{r['busiest_epoch_others_cpu']:.0%}"
         lines.append(
-            f"| {r['side']} | {r['seed']} | {r['epochs']} | {r['median_epoch_seconds']:.1f} | "
+            f"| {r['side']} | {r['seed']} | {r['planned_epochs']:g} | {r['median_epoch_seconds']:.1f} | "
             f"{r['images_per_second']:.0f} | {100 * r['accuracy']:.2f} % | {r['training_seconds']:,.0f}"
             f"{'' if r['idle'] else ' (busy)'} | {r['load_before']:.2f} | {busy} |"
         )
