@@ -9,9 +9,9 @@ float32 and bfloat16, and prints what either engine could be doing differently (
 OpenMP/oneDNN environment) next to the numbers.
 
     python benchmarks/engine_gap.py --batch-size 256 --steps 10 --warmup 3 \\
-        --torch-python /work/peer-venv/bin/python
+        --torch-python torch-venv/bin/python
     python benchmarks/engine_gap.py --arch airbench --batch-size 1024 --steps 3 --warmup 2 \\
-        --precision bfloat16 --onednn-breakdown --torch-python /work/peer-venv/bin/python
+        --precision bfloat16 --onednn-breakdown --torch-python torch-venv/bin/python
 
 Run it with the project's interpreter. The Keras side is the project's own net, built by `compile_model` as
 training builds it; each precision runs in its own process because Keras's dtype policy is process-wide.
