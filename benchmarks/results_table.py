@@ -19,7 +19,15 @@ import json
 import statistics
 from pathlib import Path
 
-from keras_cifar.config import settings
+from keras_cifar.config import (
+    TrainConfig,
+    parse_train_args,
+    read_config_file,
+    recipe_path,
+    resolve_config,
+    role_of,
+    settings,
+)
 from keras_cifar.run import RunDir, write_atomic
 
 # A run during which other processes used more than this share of the cores was not timed alone.
@@ -83,18 +91,16 @@ def runs_table(rows) -> None:
         )
 
 
+def changes(config: dict, reference: dict) -> str:
+    """The settings of `reference` on which a run's config differs from it, as `key: value`, in key order."""
+    # A setting missing from an older run's config.json did not exist yet: the run had its default.
+    config = {**TrainConfig().to_dict(), **config}
+    return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k])
+
+
 def ablation_table(rows, recipe: str) -> None:
-    from keras_cifar.config import TrainConfig, read_config_file, recipe_path
-
     reference = settings(TrainConfig(**read_config_file(recipe_path(recipe))).to_dict(), without=("seed", "io"))
-    defaults = TrainConfig().to_dict()
-
-    def changes(config):
-        # A setting missing from an older run's config.json did not exist yet: the run had its default.
-        config = {**defaults, **config}
-        return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k])
-
-    baseline = [r["accuracy"] for r in rows if not changes(r["config"])]
+    baseline = [r["accuracy"] for r in rows if not changes(r["config"], reference)]
     if not baseline:
         raise SystemExit(f"no run uses the '{recipe}' recipe unchanged: nothing to compare against")
     base = statistics.fmean(baseline)
@@ -103,8 +109,8 @@ def ablation_table(rows, recipe: str) -> None:
     print(f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std(baseline)} | — |")
     groups = {}  # runs that differ from the recipe in the same way are one row, whatever their seeds
     for r in rows:
-        if changes(r["config"]):
-            groups.setdefault(changes(r["config"]), []).append(r)
+        if changes(r["config"], reference):
+            groups.setdefault(changes(r["config"], reference), []).append(r)
     for change, group in groups.items():
         accuracies = [r["accuracy"] for r in group]
         seeds = ", ".join(str(r["seed"]) for r in group)
@@ -124,6 +130,17 @@ def cpu_kind(cpu: dict) -> str:
     return f"{cpu.get('model', 'CPU not recorded')}{numbers}: {flags}"
 
 
+def recipe_cell(config: dict) -> str:
+    """The recipe a run names, and the training settings on which the run differs from that recipe as it stands
+    now (with the run's architecture), so a row says what `--recipe` alone would not reproduce."""
+    if not config.get("recipe"):
+        return "—"  # older runs did not record it
+    resolved = resolve_config(parse_train_args(["--arch", config["arch"], "--recipe", config["recipe"]])).to_dict()
+    reference = {k: v for k, v in resolved.items() if role_of(k) == "experiment" and k != "width_multiplier"}
+    changed = changes(config, reference)
+    return config["recipe"] + (f" + {changed}" if changed else "")
+
+
 def index_table(results: Path) -> str:
     """One table per CPU kind, one row per committed run folder, from its own files: what was trained, how well,
     how long. Times compare within a table only."""
@@ -135,12 +152,15 @@ def index_table(results: Path) -> str:
         r, record = row(run.path), run.require_record()
         kinds.setdefault(cpu_kind(record.environment.get("cpu", {})), []).append(
             f"| `{run.path.relative_to(results)}` | {record.arch} | {r['config'].get('width_multiplier', 1.0):g} | "
-            f"{r['config'].get('recipe') or '—'} | {record.runtime.get('epochs') or r['config'].get('epochs')} | "
+            f"{recipe_cell(r['config'])} | {record.runtime.get('epochs') or r['config'].get('epochs')} | "
             f"{r['accuracy']:.2f} % ({r['tta']}) | {timed(r)} |"
         )
     tables = []
     for kind, lines in sorted(kinds.items()):
-        header = "| run folder | architecture | width | recipe | epochs | test accuracy (TTA) | training time |"
+        header = (
+            "| run folder | architecture | width | recipe (+ changes from it as it stands) | epochs "
+            "| test accuracy (TTA) | training time |"
+        )
         tables.append("\n".join([f"### {kind}", "", header, "|---|---|---|---|---|---|---|", *lines]))
     return "\n\n".join(tables)
 

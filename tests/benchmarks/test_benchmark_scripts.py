@@ -50,8 +50,12 @@ def test_time_to_accuracy_writes_a_curve_with_every_epoch(cifar_dir, tmp_path):
 
 def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_the_readme(tmp_path):
     results = tmp_path / "results"
-    for name in ("r18w025-b15-cf-b128-lr01-s0", "r18w025-b15-default-idle-s0"):
-        shutil.copytree(REPO / "results/cpu/classic-fast" / name, results / "cpu" / name)
+    for name in (
+        "classic-fast/r18w025-b15-cf-b128-lr01-s0",
+        "classic-fast/r18w025-b15-default-idle-s0",
+        "peer-vs-fast-zen3/ours-s0",
+    ):
+        shutil.copytree(REPO / "results/cpu" / name, results / "cpu" / name.split("/")[1])
     readme = results / "README.md"
     start = "<!-- index: written by `python benchmarks/results_table.py --index results`; do not edit -->"
     readme.write_text(f"# results\n\nintro\n\n{start}\nstale\n<!-- end of index -->\n\nafter\n")
@@ -65,9 +69,15 @@ def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_t
     assert index().returncode == 0
     text = readme.read_text()
     assert text.startswith("# results\n\nintro\n\n") and text.endswith("\n\nafter\n") and "stale" not in text
-    rows = [line for line in text.splitlines() if line.startswith("| `cpu/")]
-    assert len(rows) == 2 and "74.98 % (flip_translate)" in rows[0] and "| classic-fast |" in rows[0]
-    assert "73.37 % (none)" in rows[1]
+    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `cpu/")}
+    assert len(rows) == 3
+    # the recipe, and what the run changed from it: `--recipe classic-fast` alone would not give this run
+    tuned = rows["cpu/r18w025-b15-cf-b128-lr01-s0"]
+    assert "74.98 % (flip_translate)" in tuned and "| classic-fast + " in tuned
+    assert "`batch_size: 128`" in tuned and "`lr: 0.1`" in tuned and "width_multiplier" not in tuned
+    assert "| fast | 8 |" in rows["cpu/ours-s0"]  # the recipe unchanged
+    older = rows["cpu/r18w025-b15-default-idle-s0"]
+    assert "73.37 % (none)" in older and "| — |" in older  # written before runs recorded their recipe
     assert "### AMD EPYC, family 25 model 1: avx2, fma" in text  # one table per CPU kind
     assert index().returncode == 0 and readme.read_text() == text  # rebuilt the same
     readme.write_text("no markers\n")
