@@ -95,7 +95,8 @@ def changes(config: dict, reference: dict) -> str:
     """The settings of `reference` on which a run's config differs from it, as `key: value`, in key order."""
     # A setting missing from an older run's config.json did not exist yet: the run had its default.
     config = {**TrainConfig().to_dict(), **config}
-    return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k])
+    idle = ("muon_lr", "muon_momentum") if config["optimizer"] != "muon" else ()  # they act only under Muon
+    return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k] and k not in idle)
 
 
 def ablation_table(rows, recipe: str) -> None:

@@ -75,6 +75,7 @@ def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_t
     tuned = rows["cpu/r18w025-b15-cf-b128-lr01-s0"]
     assert "74.98 % (flip_translate)" in tuned and "| classic-fast + " in tuned
     assert "`batch_size: 128`" in tuned and "`lr: 0.1`" in tuned and "width_multiplier" not in tuned
+    assert "`optimizer: sgd`" in tuned and "muon_lr" not in tuned  # SGD before the recipe took Muon; its step is idle
     assert "| fast | 8 |" in rows["cpu/ours-s0"]  # the recipe unchanged
     older = rows["cpu/r18w025-b15-default-idle-s0"]
     assert "73.37 % (none)" in older and "| — |" in older  # written before runs recorded their recipe
