@@ -21,6 +21,7 @@ from pathlib import Path
 
 from keras_cifar.config import (
     TrainConfig,
+    available_recipes,
     parse_train_args,
     read_config_file,
     recipe_path,
@@ -136,6 +137,8 @@ def recipe_cell(config: dict) -> str:
     now (with the run's architecture), so a row says what `--recipe` alone would not reproduce."""
     if not config.get("recipe"):
         return "—"  # older runs did not record it
+    if config["recipe"] not in available_recipes():
+        return f"{config['recipe']} (no longer a recipe)"
     resolved = resolve_config(parse_train_args(["--arch", config["arch"], "--recipe", config["recipe"]])).to_dict()
     reference = {k: v for k, v in resolved.items() if role_of(k) == "experiment" and k != "width_multiplier"}
     changed = changes(config, reference)

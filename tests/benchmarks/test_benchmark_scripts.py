@@ -81,6 +81,9 @@ def test_the_results_index_is_built_from_the_run_folders_and_keeps_the_rest_of_t
     assert "73.37 % (none)" in older and "| — |" in older  # written before runs recorded their recipe
     assert "### AMD EPYC, family 25 model 1: avx2, fma" in text  # one table per CPU kind
     assert index().returncode == 0 and readme.read_text() == text  # rebuilt the same
+    config = results / "cpu/r18w025-b15-cf-b128-lr01-s0/config.json"  # its recipe since renamed or removed:
+    config.write_text(config.read_text().replace('"recipe": "classic-fast"', '"recipe": "retired"'))
+    assert index().returncode == 0 and "| retired (no longer a recipe) |" in readme.read_text()
     readme.write_text("no markers\n")
     assert index().returncode != 0
 
