@@ -111,8 +111,8 @@ def ablation_table(rows, recipe: str) -> None:
     print(f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std(baseline)} | — |")
     groups = {}  # runs that differ from the recipe in the same way are one row, whatever their seeds
     for r in rows:
-        if changes(r["config"], reference):
-            groups.setdefault(changes(r["config"], reference), []).append(r)
+        if change := changes(r["config"], reference):
+            groups.setdefault(change, []).append(r)
     for change, group in groups.items():
         accuracies = [r["accuracy"] for r in group]
         seeds = ", ".join(str(r["seed"]) for r in group)
