@@ -7,8 +7,9 @@
 The first form: one row per run (test accuracy with the run's TTA, training seconds, steady-state
 images/second, seconds to 90 % test accuracy without TTA) and a mean ± std row. With `--ablations RECIPE`,
 each run is named by the settings where it differs from that recipe; runs that differ in nothing are the
-baseline (mean ± std of their seeds), and every other row gets its difference from that mean, so the README
-never quotes a number by hand. With `--index RESULTS`, the table of every run folder under RESULTS (architecture,
+baseline (mean ± std of their seeds), and every other row gets its difference from that mean, beside the
+mean accuracy after the last epoch without TTA (from timing.json, where the run has one) and the mean training
+time of the runs timed alone, so the README never quotes a number by hand. With `--index RESULTS`, the table of every run folder under RESULTS (architecture,
 width, recipe, epochs, accuracy, time, CPU) is rewritten in RESULTS/README.md between its two INDEX markers.
 """
 
@@ -51,8 +52,14 @@ def row(path: Path) -> dict:
         "seconds": training.get("training_seconds"),
         "img_s": training.get("train_images_per_second"),
         "to_90": (timing.get("seconds_to_test_accuracy") or {}).get("0.90"),
+        "last_no_tta": 100 * timing["epochs"][-1]["test_accuracy"] if timing.get("epochs") else None,
         "others_cpu": max(others) if others else None,
     }
+
+
+def alone(r) -> bool:
+    """Timed with the cores to itself: other processes' share recorded, and at most BUSY_SHARE in any epoch."""
+    return r["seconds"] is not None and r["others_cpu"] is not None and r["others_cpu"] <= BUSY_SHARE
 
 
 def timed(r) -> str:
@@ -61,7 +68,7 @@ def timed(r) -> str:
         return "—"
     mark = (
         ""
-        if r["others_cpu"] is not None and r["others_cpu"] <= BUSY_SHARE
+        if alone(r)
         else (" (load not recorded)" if r["others_cpu"] is None else f" (busy: others used {r['others_cpu']:.0%})")
     )
     return f"{r['seconds']:,.0f} s{mark}"
@@ -100,15 +107,34 @@ def changes(config: dict, reference: dict) -> str:
     return ", ".join(f"`{k}: {config[k]}`" for k in sorted(reference) if config[k] != reference[k] and k not in idle)
 
 
+def group_means(group) -> str:
+    """The last two cells of an ablation row: mean accuracy after the last epoch without TTA (runs that have a
+    timing.json), and mean training time of the runs not timed beside other work (a busy run's time is no speed
+    figure; older runs did not record the load, which the cell says)."""
+    last = [r["last_no_tta"] for r in group if r["last_no_tta"] is not None]
+    timed_runs = [r for r in group if r["seconds"] is not None and (alone(r) or r["others_cpu"] is None)]
+    last_cell = f"{statistics.fmean(last):.2f} % ({len(last)})" if last else "—"
+    unknown = ", load not recorded" if any(r["others_cpu"] is None for r in timed_runs) else ""
+    seconds = statistics.fmean(r["seconds"] for r in timed_runs) if timed_runs else None
+    time_cell = f"{seconds:,.0f} s ({len(timed_runs)}{unknown})" if timed_runs else "—"
+    return f"{last_cell} | {time_cell}"
+
+
 def ablation_table(rows, recipe: str) -> None:
     reference = settings(TrainConfig(**read_config_file(recipe_path(recipe))).to_dict(), without=("seed", "io"))
-    baseline = [r["accuracy"] for r in rows if not changes(r["config"], reference)]
+    baseline = [r for r in rows if not changes(r["config"], reference)]
     if not baseline:
         raise SystemExit(f"no run uses the '{recipe}' recipe unchanged: nothing to compare against")
-    base = statistics.fmean(baseline)
-    print("| change from the recipe | runs (seeds) | test accuracy (TTA) | difference |")
-    print("|---|---|---|---|")
-    print(f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std(baseline)} | — |")
+    base = statistics.fmean(r["accuracy"] for r in baseline)
+    print(
+        "| change from the recipe | runs (seeds) | test accuracy (TTA) | difference | "
+        "after the last epoch, no TTA (runs) | training time (runs) |"
+    )
+    print("|---|---|---|---|---|---|")
+    print(
+        f"| none: `--recipe {recipe}` | {len(baseline)} | {mean_std([r['accuracy'] for r in baseline])} | — | "
+        f"{group_means(baseline)} |"
+    )
     groups = {}  # runs that differ from the recipe in the same way are one row, whatever their seeds
     for r in rows:
         if change := changes(r["config"], reference):
@@ -117,7 +143,8 @@ def ablation_table(rows, recipe: str) -> None:
         accuracies = [r["accuracy"] for r in group]
         seeds = ", ".join(str(r["seed"]) for r in group)
         print(
-            f"| {change} | {len(group)} ({seeds}) | {mean_std(accuracies)} | {statistics.fmean(accuracies) - base:+.2f} |"
+            f"| {change} | {len(group)} ({seeds}) | {mean_std(accuracies)} | "
+            f"{statistics.fmean(accuracies) - base:+.2f} | {group_means(group)} |"
         )
 
 

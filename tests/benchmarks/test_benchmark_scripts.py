@@ -141,3 +141,27 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch,
     results_table.write_index(tmp_path / "results")
     heading = "### AMD EPYC, family 25 model 1: avx2, fma: `cpu/pair`, the fast recipe beside the real peer"
     assert f"{heading}\n\n{table}\n" in readme.read_text()
+
+
+def test_an_ablation_table_says_what_each_change_did_from_committed_runs(monkeypatch, capsys):
+    """The jitter ablation's table as its README builds it: accuracy with TTA, after the last epoch without TTA
+    (each run's timing.json) and training time, where a run that shared the cores is left out of the time."""
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    import results_table
+
+    cpu = REPO / "results" / "cpu"
+    recipe = [cpu / "peer-vs-fast-zen3" / f"ours-s{seed}" for seed in range(3)]
+    jitter = [cpu / "fast-jitter-zen3" / f"fast-jitter-s{seed}" for seed in range(3)]
+    results_table.ablation_table([results_table.row(path) for path in recipe + jitter], "fast")
+    lines = capsys.readouterr().out.splitlines()
+
+    def last_epoch(path):
+        return 100 * json.loads((path / "timing.json").read_text())["epochs"][-1]["test_accuracy"]
+
+    seconds = [json.loads((path / "metrics.json").read_text())["training"]["training_seconds"] for path in jitter]
+    jitter_row = next(line for line in lines if line.startswith("| `brightness: 0.035`, `contrast: 0.13` |"))
+    assert f"| {sum(map(last_epoch, jitter)) / 3:.2f} % (3) |" in jitter_row
+    assert jitter_row.endswith(f"| {(seconds[1] + seconds[2]) / 2:,.0f} s (2) |")  # seed 0 shared the cores
+    assert (
+        lines[2].startswith("| none: `--recipe fast` | 3 |") and f"{sum(map(last_epoch, recipe)) / 3:.2f} %" in lines[2]
+    )
