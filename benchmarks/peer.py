@@ -67,7 +67,7 @@ def run_ours(args, seed: int, folder: Path) -> dict:
         "side": f"ours ({args.recipe})",
         "seed": seed,
         "epochs": len(epochs),
-        "planned_epochs": len(epochs),
+        "planned_epochs": timing.get("planned_epochs", len(epochs)),
         "epoch_seconds": [row["epoch_seconds"] for row in epochs],
         "others_cpu": [row["others_cpu"] for row in epochs],
         "training_seconds": timing["training_seconds"],

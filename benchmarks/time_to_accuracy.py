@@ -63,6 +63,7 @@ def summarise(records, final_metrics, runtime, environment) -> dict:
         "precision": runtime["precision"],
         "jit_compile": runtime["jit_compile"],
         "epochs": curve,
+        "planned_epochs": runtime["epochs"],  # a fractional count (--epochs 8.5) makes its last row a short epoch
         "training_seconds": elapsed,
         "seconds_to_test_accuracy": reached,
         "final_test_accuracy": final_metrics["accuracy"],

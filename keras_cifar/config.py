@@ -105,7 +105,11 @@ class TrainConfig:
         role="runtime",
     )
     # Optimisation
-    epochs: int = _field(200, "maximum number of epochs", role="scope")
+    epochs: float = _field(
+        200,
+        "epochs to train, the most with early stopping; a fraction trains part of the last one (airbench trains 9.9)",
+        role="scope",
+    )
     time_budget: float | None = _field(
         None,
         "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)",
@@ -181,6 +185,11 @@ class TrainConfig:
         (0, 1, 2),
         role="io",
     )
+
+    def __post_init__(self):
+        # A whole number of epochs stays an int (config.json says 8, not 8.0); only a fraction is a float.
+        if isinstance(self.epochs, float) and self.epochs.is_integer():
+            object.__setattr__(self, "epochs", int(self.epochs))
 
     def validate(self) -> TrainConfig:
         """Reject settings that would fail late or silently do something else."""

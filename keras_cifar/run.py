@@ -204,7 +204,7 @@ class Runtime:
     jit_reason: str
     augment_in_model: bool
     distribution: dict = dataclasses.field(default_factory=dict)
-    epochs: int | None = None  # planned epochs: --epochs, or what --time-budget fitted
+    epochs: float | None = None  # planned epochs: --epochs (maybe fractional), or what --time-budget fitted
     seconds_per_step: float | None = None  # the timed step a --time-budget was fitted with
     seconds_per_epoch: float | None = None  # the epoch it planned: steps, validation and checkpoints
 

@@ -94,7 +94,7 @@ class CifarHyperModel(keras_tuner.HyperModel):
         return {**{name: values[best] for name, values in logs.items()}, "epochs": len(logs["loss"])}
 
 
-def _trained_epochs(hp, config) -> int:
+def _trained_epochs(hp, config) -> float:
     """The epochs this trial trains, which its LR schedule spans. A Hyperband trial continued from a parent
     restarts the schedule over its own epochs (a warm restart), as it also starts a fresh optimizer."""
     if "tuner/epochs" in hp.values:

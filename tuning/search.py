@@ -83,6 +83,8 @@ def run_search(
         raise ConfigError(f"--max-trials must be at least 1, got {max_trials}")
     if not base.val_split:
         raise ConfigError("a search selects on validation accuracy: set val_split > 0")
+    if tuner == "hyperband" and base.epochs != int(base.epochs):
+        raise ConfigError(f"hyperband trains whole epochs: give a whole --epochs, not {base.epochs}")
     space = resolve_space(base, space_file, fixed)
     base = dataclasses.replace(base, **space.fixed)
     project_dir = Path(directory) / project_name

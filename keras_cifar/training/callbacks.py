@@ -11,6 +11,7 @@ import keras
 
 from keras_cifar.errors import CheckpointError
 from keras_cifar.run import BACKUP_CURRENT, MachineShare, RunDir, write_json
+from keras_cifar.training.schedules import total_steps
 
 
 class BackupAndRestore(keras.callbacks.BackupAndRestore):
@@ -68,20 +69,26 @@ class EpochStats(keras.callbacks.Callback):
     """Adds the learning rate, epoch wall time, training images/second and the machine's load to each epoch's logs.
 
     Placed before CSVLogger, so history.csv carries them: the time-to-accuracy curve and throughput of a run
-    are read from its history, not re-measured. Throughput counts the training steps only; the epoch time
-    includes validation, as a wall clock would. `others_cpu` is the share of the cores other processes used
-    during the epoch: a time measured beside other work is flagged in the results tables.
+    are read from its history, not re-measured. Throughput counts the training steps taken (a fractional run's
+    last epoch is short); the epoch time includes validation, as a wall clock would. `others_cpu` is the share
+    of the cores other processes used during the epoch: a time measured beside other work is flagged in the
+    results tables.
     """
 
-    def __init__(self, train_images: int):
+    def __init__(self, train_images: int, batch_size: int):
         super().__init__()
-        self.train_images = train_images
+        self.train_images, self.batch_size = train_images, batch_size
         self._start = self._train_end = None
         self._share = None
+        self._steps = 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start, self._train_end = time.perf_counter(), None
         self._share = MachineShare()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
 
     def on_test_begin(self, logs=None):
         self._train_end = self._train_end or time.perf_counter()
@@ -93,14 +100,15 @@ class EpochStats(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         logs["learning_rate"] = float(keras.ops.convert_to_numpy(optimizer.learning_rate))
         logs["epoch_seconds"] = now - self._start
-        logs["images_per_second"] = self.train_images / ((self._train_end or now) - self._start)
+        images = min(self.train_images, self._steps * self.batch_size)
+        logs["images_per_second"] = images / ((self._train_end or now) - self._start)
         others = self._share.others()
         logs["others_cpu"] = float("nan") if others is None else others
         logs["load_1min"] = os.getloadavg()[0]
 
 
 def build_callbacks(
-    config, run: RunDir, train_images: int, steps_per_epoch: int, epochs: int, best_val_accuracy=None
+    config, run: RunDir, train_images: int, steps_per_epoch: int, epochs: float, best_val_accuracy=None
 ) -> list:
     """Order matters: EpochStats fills the logs before CSVLogger writes them, and the backup comes last, so an
     epoch the backup holds is always in history.csv and in the best-model checkpoint too. (Restoring happens
@@ -108,7 +116,7 @@ def build_callbacks(
     has_val = config.val_split > 0
     callbacks = [
         *_step_controls(config, steps_per_epoch, epochs),
-        EpochStats(train_images),
+        EpochStats(train_images, config.batch_size),
         ModelCheckpoint(
             str(run.model_file),
             monitor="val_accuracy" if has_val else "loss",
@@ -125,20 +133,23 @@ def build_callbacks(
     return callbacks
 
 
-def control_callbacks(config, steps_per_epoch: int, epochs: int) -> list:
-    """The callbacks that change how a run trains (NaN guard, Lookahead, early stopping, plateau LR), without
-    the ones that record it: a search trial trains exactly as `train` would and writes nothing of its own."""
+def control_callbacks(config, steps_per_epoch: int, epochs: float) -> list:
+    """The callbacks that change how a run trains (NaN guard, a fractional last epoch, Lookahead, early
+    stopping, plateau LR), without the ones that record it: a search trial trains exactly as `train` would and
+    writes nothing of its own."""
     return [*_step_controls(config, steps_per_epoch, epochs), *_epoch_controls(config, epochs)]
 
 
-def _step_controls(config, steps_per_epoch: int, epochs: int) -> list:
+def _step_controls(config, steps_per_epoch: int, epochs: float) -> list:
     controls = [keras.callbacks.TerminateOnNaN()]
+    if epochs != int(epochs):
+        controls.append(StopAtStep(total_steps(epochs, steps_per_epoch)))
     if config.lookahead:
-        controls.insert(0, Lookahead(epochs * steps_per_epoch))
+        controls.insert(0, Lookahead(total_steps(epochs, steps_per_epoch)))
     return controls
 
 
-def _epoch_controls(config, epochs: int) -> list:
+def _epoch_controls(config, epochs: float) -> list:
     controls = []
     if config.early_stopping_patience:
         controls.append(
@@ -153,6 +164,20 @@ def _epoch_controls(config, epochs: int) -> list:
             )
         )
     return controls
+
+
+class StopAtStep(keras.callbacks.Callback):
+    """Ends a fractional run (`--epochs 8.5`) inside its last epoch, once the optimizer has taken `total_steps`,
+    where its schedule ends. The optimizer's count, not this epoch's batches: it is saved in the backup, so a
+    resumed run stops at the same step. Keras still scores and records that last epoch."""
+
+    def __init__(self, total_steps: int):
+        super().__init__()
+        self.total_steps = total_steps
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) >= self.total_steps:
+            self.model.stop_training = True
 
 
 class Lookahead(keras.callbacks.Callback):

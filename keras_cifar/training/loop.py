@@ -161,7 +161,7 @@ def fit_model(model, config, train_ds, val_ds, callbacks, epochs, initial_epoch=
     history = model.fit(
         train_ds,
         validation_data=val_ds,
-        epochs=epochs,
+        epochs=math.ceil(epochs),  # a fractional run's last epoch is cut short by StopAtStep
         initial_epoch=initial_epoch,
         callbacks=callbacks,
         verbose=fit_verbosity(config.verbose),

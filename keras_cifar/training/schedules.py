@@ -70,11 +70,17 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-def learning_rate(config, steps_per_epoch: int, epochs: int):
+def total_steps(epochs: float, steps_per_epoch: int) -> int:
+    """The steps `epochs` train: a fraction of an epoch rounds up to a whole step, as airbench counts its 9.9.
+    (Rounded first, so a float's 3.0000000000000004 is 3 steps, not 4.)"""
+    return max(1, math.ceil(round(epochs * steps_per_epoch, 6)))
+
+
+def learning_rate(config, steps_per_epoch: int, epochs: float):
     """The optimizer's learning rate for a config: a schedule, or a float that ReduceLROnPlateau may lower."""
     if config.schedule == "plateau":
         return config.lr
-    total = epochs * steps_per_epoch
+    total = total_steps(epochs, steps_per_epoch)
     # At most half the run warms up, so a recipe's warm-up still leaves a decay when --epochs is cut short.
     warmup = (
         0 if config.schedule in ("step", "constant") else min(round(config.warmup_epochs * steps_per_epoch), total // 2)

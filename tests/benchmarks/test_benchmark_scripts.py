@@ -20,7 +20,7 @@ def test_time_to_accuracy_writes_a_curve_with_every_epoch(cifar_dir, tmp_path):
             "--width-multiplier",
             "0.125",
             "--epochs",
-            "2",
+            "1.5",
             "--batch-size",
             "128",
             "--train-limit",
@@ -40,7 +40,7 @@ def test_time_to_accuracy_writes_a_curve_with_every_epoch(cifar_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     timing = json.loads((run_dir / "timing.json").read_text())
-    assert [e["epoch"] for e in timing["epochs"]] == [1, 2]
+    assert [e["epoch"] for e in timing["epochs"]] == [1, 2] and timing["planned_epochs"] == 1.5  # 4 steps, then 2
     assert all(0.0 <= e["test_accuracy"] <= 1.0 and e["epoch_seconds"] > 0 for e in timing["epochs"])
     assert timing["training_seconds"] == timing["epochs"][-1]["training_seconds_so_far"]
     assert timing["final_tta"] == "flip_translate" and timing["precision"] in ("float32", "mixed_bfloat16")

@@ -70,7 +70,7 @@ def test_a_run_directory_holds_every_output(quick_run):
     )
 
 
-def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
+def test_drop_remainder_trains_whole_batches_only_and_a_fraction_of_an_epoch_stops_inside_it(cifar_dir, tmp_path):
     import keras
 
     run_dir = tmp_path / "drop"
@@ -78,10 +78,12 @@ def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
         [
             *TINY,
             "--epochs",
-            "1",
+            "1.5",
             "--train-limit",
             "250",
             "--drop-remainder",
+            "--val-split",
+            "0",  # no best-model selection: model.keras is the last epoch's
             "--data-dir",
             str(cifar_dir),
             "--run-dir",
@@ -89,7 +91,12 @@ def test_drop_remainder_trains_whole_batches_only(cifar_dir, tmp_path):
         ]
     )
     model = keras.saving.load_model(run_dir / "model.keras")  # compiled: the optimizer counts the steps
-    assert int(model.optimizer.iterations) == 3  # 250 images in batches of 64: three full ones, the 58 left skipped
+    # 250 images in batches of 64: three full ones an epoch, the 58 left skipped; 1.5 epochs are 5 of them.
+    assert int(model.optimizer.iterations) == 5
+    history = read_history(run_dir)
+    assert [int(row["epoch"]) for row in history] == [0, 1]  # the short last epoch is recorded like the others
+    assert float(history[-1]["learning_rate"]) == pytest.approx(0.0, abs=1e-7)  # where the 5-step schedule ends
+    assert json.loads((run_dir / "config.json").read_text())["config"]["epochs"] == 1.5
 
 
 def test_the_saved_model_takes_raw_pixels(quick_run, cifar):
@@ -248,6 +255,8 @@ def test_a_run_killed_at_random_moments_ends_whole(cifar_dir, tmp_path, killed_a
     command = [*TINY, "--epochs", "3", "--train-limit", "512", "--data-dir", cifar_dir, "--run-dir", run_dir]
     for _ in range(3):
         if killed_at_random([sys.executable, "-m", "keras_cifar.train", *command], seconds=(2, 25)) == 0:
+            break
+        if (run_dir / "metrics.json").exists():  # killed on its way out, after the run was finished
             break
     if not (run_dir / "metrics.json").exists():
         again = python_m("keras_cifar.train", *command)

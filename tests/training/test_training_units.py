@@ -61,7 +61,7 @@ def test_run_config_json_is_a_valid_config(tmp_path):
     "text, message",
     [
         ("learning_rate: 0.1\n", "unknown setting 'learning_rate'. Did you mean 'lr'?"),
-        ("epochs: ten\n", "'epochs' should be int"),
+        ("epochs: ten\n", "'epochs' should be float"),
         ("flip: 1\n", "'flip' should be bool"),
         ("lr: -1\n", "lr must be positive"),
         ("optimizer: adam\n", "optimizer must be one of sgd, muon, adamw"),
@@ -275,6 +275,36 @@ def test_schedules_warm_up_then_decay():
     step = WarmupSchedule(1.0, total_steps=100, kind="step", milestones=(0.5, 0.75), gamma=0.1)
     assert [round(float(step(s)), 4) for s in (0, 49, 50, 80)] == [1.0, 1.0, 0.1, 0.01]
     assert WarmupSchedule.from_config(step.get_config()).get_config() == step.get_config()
+
+
+def test_a_fractional_epoch_count_ends_its_schedule_and_its_run_at_one_step():
+    import keras
+    import tensorflow as tf
+
+    from keras_cifar.training.callbacks import control_callbacks
+    from keras_cifar.training.loop import fit_model
+    from keras_cifar.training.schedules import learning_rate, total_steps
+
+    assert resolve_config(parse("--epochs", "8")).epochs == 8 and type(TrainConfig(epochs=8.0).epochs) is int
+    assert resolve_config(parse("--epochs", "9.9")).epochs == 9.9
+    assert (total_steps(1.5, 3), total_steps(9.9, 48), total_steps(0.1, 30), total_steps(0.01, 3)) == (5, 476, 3, 1)
+    config = TrainConfig(epochs=1.5, schedule="onecycle", warmup_epochs=0, verbose=0)
+    assert learning_rate(config, 3, config.epochs).total_steps == 5
+    data = tf.data.Dataset.from_tensor_slices((np.ones((24, 2), "float32"), np.ones((24, 1), "float32"))).batch(8)
+
+    def model():
+        net = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+        net.compile(keras.optimizers.SGD(learning_rate(config, 3, config.epochs)), "mse")
+        return net
+
+    whole = model()
+    history = fit_model(whole, config, data, None, control_callbacks(config, 3, config.epochs), config.epochs)
+    assert int(whole.optimizer.iterations) == 5 and len(history.history["loss"]) == 2  # 3 steps, then 2 of 3
+    assert float(whole.optimizer.learning_rate) == 0.0  # the schedule ended on that step
+    resumed = model()  # as after a restart that restored the first epoch: the optimizer's count goes on from 3
+    fit_model(resumed, config, data, None, [], 1)
+    fit_model(resumed, config, data, None, control_callbacks(config, 3, config.epochs), config.epochs, initial_epoch=1)
+    assert int(resumed.optimizer.iterations) == 5
 
 
 @pytest.mark.parametrize(

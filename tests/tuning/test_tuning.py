@@ -361,6 +361,13 @@ def test_a_second_search_on_the_same_project_is_refused(tmp_path):
     assert not (tmp_path / "p" / "search.json").exists()  # refused before it touched the project
 
 
+def test_hyperband_refuses_a_fraction_of_an_epoch(tmp_path):
+    base = TrainConfig(arch="resnet18", val_split=500, epochs=2.5)
+    with pytest.raises(ConfigError, match="hyperband trains whole epochs"):
+        search.run_search(base, tuner="hyperband", max_trials=1, directory=tmp_path, project_name="p")
+    assert not (tmp_path / "p").exists()
+
+
 def alive(pid: int) -> bool:
     """Running, not a zombie waiting to be reaped."""
     try:
