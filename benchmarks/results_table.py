@@ -9,8 +9,9 @@ images/second, seconds to 90 % test accuracy without TTA) and a mean ± std row.
 each run is named by the settings where it differs from that recipe; runs that differ in nothing are the
 baseline (mean ± std of their seeds), and every other row gets its difference from that mean, beside the
 mean accuracy after the last epoch without TTA (from timing.json, where the run has one) and the mean training
-time of the runs timed alone, so the README never quotes a number by hand. With `--index RESULTS`, the table of every run folder under RESULTS (architecture,
-width, recipe, epochs, accuracy, time, CPU) is rewritten in RESULTS/README.md between its two INDEX markers.
+time of the runs not flagged busy, so the README never quotes a number by hand. With `--index RESULTS`, the
+table of every run folder under RESULTS (architecture, width, recipe, epochs, accuracy, time, CPU) is rewritten
+in RESULTS/README.md between its two INDEX markers.
 """
 
 from __future__ import annotations

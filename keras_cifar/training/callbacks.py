@@ -141,11 +141,12 @@ def control_callbacks(config, steps_per_epoch: int, epochs: float) -> list:
 
 
 def _step_controls(config, steps_per_epoch: int, epochs: float) -> list:
+    steps = total_steps(epochs, steps_per_epoch)
     controls = [keras.callbacks.TerminateOnNaN()]
     if epochs != int(epochs):
-        controls.append(StopAtStep(total_steps(epochs, steps_per_epoch)))
+        controls.append(StopAtStep(steps))
     if config.lookahead:
-        controls.insert(0, Lookahead(total_steps(epochs, steps_per_epoch)))
+        controls.insert(0, Lookahead(steps))
     return controls
 
 
