@@ -112,7 +112,7 @@ class TrainConfig:
     )
     time_budget: float | None = _field(
         None,
-        "wall-clock minutes: time a few steps, then train the whole epochs that fit (replaces --epochs)",
+        "wall-clock minutes: time a few steps, then train the epochs that fit, in tenths (replaces --epochs)",
         role="scope",
     )
     batch_size: int = _field(128, "images per step: the global batch, split evenly over the replicas of --strategy")

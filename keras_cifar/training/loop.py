@@ -138,10 +138,12 @@ def planned_epochs(config, record, runtime, split, steps_per_epoch, distribution
         model = compile_model(config, runtime, steps_per_epoch, augmentation_from_config(config), epochs=1)
         measured = budget.probe(model, batches, max_steps=steps_per_epoch)
     epoch_seconds = measured.epoch_seconds(steps_per_epoch, len(split.y_val), config.batch_size)
-    epochs = budget.epochs_for_budget(config.time_budget * 60, measured, epoch_seconds)
+    epochs = budget.epochs_for_budget(
+        config.time_budget * 60, measured, steps_per_epoch, len(split.y_val), config.batch_size
+    )
     print(
         f"time budget {config.time_budget:g} min at {measured.step:.2f} s/step, {epoch_seconds:.0f} s/epoch with "
-        f"validation and checkpoints: {epochs} epochs",
+        f"validation and checkpoints: {epochs:g} epochs",
         flush=True,
     )
     return dataclasses.replace(runtime, epochs=epochs, seconds_per_step=measured.step, seconds_per_epoch=epoch_seconds)

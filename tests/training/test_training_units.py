@@ -324,17 +324,20 @@ def test_precision_is_chosen_from_the_cpu(monkeypatch, flags, requested, expecte
     assert policy == expected and reason
 
 
-def test_time_budget_buys_whole_epochs():
+def test_time_budget_buys_epochs_in_tenths():
     from keras_cifar.training.budget import Probe, epochs_for_budget
 
     # 10 steps of 0.5 s, 4 s of validation (3,072 images = 24 batches at a third of a step's cost) and two
     # checkpoint writes of 0.5 s = 10 s an epoch; the first step's 3 s of tracing cost 2.5 s once.
     probe = Probe(step=0.5, first_step=3.0, save=0.5)
-    epoch = probe.epoch_seconds(10, 3072, 128)
-    assert epoch == 10
-    assert epochs_for_budget(102.5, probe, epoch) == 10
-    assert epochs_for_budget(102.4, probe, epoch) == 9
-    assert epochs_for_budget(1, probe, epoch) == 1  # always at least one epoch
+    assert probe.epoch_seconds(10, 3072, 128) == 10
+    assert probe.epoch_overhead(3072, 128) == 5
+    assert epochs_for_budget(102.5, probe, 10, 3072, 128) == 10
+    # 9 epochs leave 7.4 s: the tenth epoch's validation and writes (5 s), then 2.4 s = four tenths of its steps
+    assert epochs_for_budget(99.9, probe, 10, 3072, 128) == 9.4
+    assert epochs_for_budget(97.4, probe, 10, 3072, 128) == 9  # 4.9 s: not even the short epoch's overhead
+    assert epochs_for_budget(112.4, probe, 10, 3072, 128) == 10.9  # never rounds up to a whole epoch
+    assert epochs_for_budget(1, probe, 10, 3072, 128) == 1  # always at least one epoch
     with pytest.raises(ConfigError, match="time_budget"):
         TrainConfig(time_budget=0).validate()
 
