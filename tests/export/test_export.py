@@ -109,16 +109,23 @@ def test_predict_runs_a_run_directory_or_a_keras_file_as_its_export_does(
 ):
     folder = write_images(tmp_path / "pictures", cifar)
 
-    def top1(model, *flags):
+    def top_k(model, *flags):
         assert cli.run(predict.main, [str(folder), "--model", str(model), "--json", *flags]) == 0
-        return {json.loads(line)["file"]: json.loads(line)["top_k"][0] for line in capsys.readouterr().out.splitlines()}
+        return {json.loads(line)["file"]: json.loads(line)["top_k"] for line in capsys.readouterr().out.splitlines()}
 
-    exported_answers = top1(exported, "--format", "savedmodel")
+    # The export is the model's float32 copy; a run trained in bfloat16 (where the host has it) predicts in
+    # bfloat16, whose 8-bit mantissa moves probabilities by up to a few thousandths.
+    precision = json.loads((trained_run / "config.json").read_text())["runtime"]["precision"]
+    tolerance = 1e-4 if precision == "float32" else 5e-3
+    exported_answers = top_k(exported, "--format", "savedmodel")
     for model in (trained_run, trained_run / "model.keras"):
-        answers = top1(model)
-        assert {f: a["label"] for f, a in answers.items()} == {f: a["label"] for f, a in exported_answers.items()}
+        answers = top_k(model)
+        assert answers.keys() == exported_answers.keys()
         for name, answer in answers.items():
-            assert answer["probability"] == pytest.approx(exported_answers[name]["probability"], abs=1e-4)
+            first, second = exported_answers[name][:2]
+            assert answer[0]["probability"] == pytest.approx(first["probability"], abs=tolerance)
+            if first["probability"] - second["probability"] > 2 * tolerance:  # a near tie may flip within rounding
+                assert answer[0]["label"] == first["label"]
     assert cli.run(predict.main, [str(folder), "--model", str(trained_run), "--format", "tflite-int8"]) == 2
     assert "picks a file of an export folder" in capsys.readouterr().err
 
