@@ -1,9 +1,9 @@
 """Fitting a run to a wall-clock budget (`--time-budget MINUTES`).
 
 The schedule must know its length before the first step, so a throwaway copy of the model is timed first and
-the run gets as many epochs as the budget holds at that speed, to a tenth of an epoch: whole epochs alone left
-up to one epoch of the budget unused, 10 of 60 minutes for a full-width ResNet-18 on a bf16 CPU. Equal budgets then
-compare architectures by what they learn per CPU-minute, each with a complete LR schedule.
+the run gets as many epochs as the budget holds at that speed, to a tenth of an epoch (whole epochs left up to
+an epoch of the budget unused: results/cpu/classic-b60-zen4/). Equal budgets then compare architectures by what
+they learn per CPU-minute, each with a complete LR schedule.
 
 The probe times what an epoch really costs, not a train step alone: batches come from the run's own tf.data
 pipeline (its augmentation shares the two cores with the step), each epoch's two checkpoint writes are timed
