@@ -9,7 +9,8 @@ The script's file is executed as it is; only what a GPU script cannot do here is
   (the script's own timer, which stops before each per-epoch evaluation, stays the figure reported);
 - precision: the script keeps its network in float16 (`.half()`), which CPUs do not train in; the network and
   images stay float32 and the whole run is under `torch.autocast("cpu", bfloat16)` where the CPU has bfloat16,
-  plain float32 elsewhere;
+  plain float32 elsewhere; but the whitening filters are computed with autocast off, in the float32 that the
+  script asks for (`.float()`);
 - data: the script's `train.pt`/`test.pt` are written from this package's loader (the `.npz` given), so both
   sides read the same pixels; torchvision, which it imports for its download and `Normalize` only, is replaced
   by those two where it is not installed (PyPI's torchvision does not load beside the CPU build of torch);
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -81,6 +83,26 @@ def run_on_cpu() -> None:
         sys.modules.update({"torchvision": vision, "torchvision.transforms": vision.transforms})
 
 
+def float32_whitening(peer: dict) -> None:
+    """Run the scripts' whitening initialisers outside autocast, as on a GPU: they cast the patches to float32, but
+    CPU autocast would still run the covariance matmul in bfloat16, whose rounding turns its smallest eigenvalues
+    negative (-0.009 on 5,000 images) and the filters, 1 / sqrt(eigenvalue + 5e-4), NaN: the run then trains at chance.
+    """
+
+    def exact(function):
+        @functools.wraps(function)
+        def run(*args, **kwargs):
+            with torch.autocast("cpu", enabled=False):
+                return function(*args, **kwargs)
+
+        return run
+
+    if "init_whitening_conv" in peer:  # airbench94: a module function that main calls
+        peer["main"].__globals__["init_whitening_conv"] = exact(peer["init_whitening_conv"])
+    if hasattr(peer.get("CifarNet"), "init_whiten"):  # airbench94_muon: a method of its net
+        peer["CifarNet"].init_whiten = exact(peer["CifarNet"].init_whiten)
+
+
 def write_script_data(npz: Path, folder: Path) -> None:
     """The `{images, labels, classes}` files the script would have downloaded, from the same arrays ours trains on."""
     arrays = np.load(npz)
@@ -111,6 +133,7 @@ def main() -> None:
     run_on_cpu()
     sys.argv = [str(args.script.resolve())]
     peer = runpy.run_path(sys.argv[0], run_name="peer")
+    float32_whitening(peer)
     loader = peer["CifarLoader"].__init__
     if "gpu" in inspect.signature(loader).parameters:  # airbench94's loader names device 0, which a CPU build refuses
         names = loader.__code__.co_varnames[: loader.__code__.co_argcount]
