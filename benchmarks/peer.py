@@ -32,6 +32,7 @@ HERE = Path(__file__).resolve().parent
 PEERS = {"airbench94": "legacy/airbench94.py", "airbench94_muon": "airbench94_muon.py"}
 TRAIN_IMAGES = 50_000
 IDLE_LOAD = 0.5  # 1-minute load average per core before a run; above it, the run waits for the machine to settle
+CHANCE = 0.2  # twice chance for 10 classes: a run that ends under it diverged, and its time compares nothing
 
 
 def write_data(data_dir, path: Path) -> str:
@@ -98,6 +99,15 @@ def run_peer(args, seed: int, out: Path, data: Path) -> dict:
     }
 
 
+def check_trained(run: dict) -> None:
+    """Stop before a diverged run is written as a finished side (a re-run then trains it again)."""
+    if not run["accuracy"] >= CHANCE:  # also NaN
+        raise SystemExit(
+            f"seed {run['seed']}: {run['side']} ended at {run['accuracy']:.2%} test accuracy, about chance: it "
+            "diverged (its log shows where); nothing is written for it"
+        )
+
+
 def describe(run: dict) -> dict:
     """Median epoch of the full epochs (airbench94's last is 0.9 of one: left out), img/s from it, and idleness."""
     partial = not float(run["planned_epochs"]).is_integer() and len(run["epoch_seconds"]) > 1
@@ -159,6 +169,7 @@ def main() -> None:
                     if side == "ours"
                     else run_peer(args, seed, args.out / f"peer-s{seed}.json", data)
                 )
+                check_trained(run)
                 done.write_text(json.dumps(describe({**run, "load_before": load}), indent=2) + "\n")
             runs.append(json.loads(done.read_text()))
 

@@ -9,8 +9,9 @@ The script's file is executed as it is; only what a GPU script cannot do here is
   (the script's own timer, which stops before each per-epoch evaluation, stays the figure reported);
 - precision: the script keeps its network in float16 (`.half()`), which CPUs do not train in; the network and
   images stay float32 and the whole run is under `torch.autocast("cpu", bfloat16)` where the CPU has bfloat16,
-  plain float32 elsewhere; but the whitening filters are computed with autocast off, in the float32 that the
-  script asks for (`.float()`);
+  plain float32 elsewhere. Its cache of bfloat16 weight copies is off: one context around the whole run would
+  otherwise keep serving the first step's weights, and the net stays at chance (loss 2.30 after 25 steps where
+  float32 is at 1.75). The whitening filters are computed with autocast off, in the float32 the script asks for;
 - data: the script's `train.pt`/`test.pt` are written from this package's loader (the `.npz` given), so both
   sides read the same pixels; torchvision, which it imports for its download and `Normalize` only, is replaced
   by those two where it is not installed (PyPI's torchvision does not load beside the CPU build of torch);
@@ -160,7 +161,8 @@ def main() -> None:
     torch.manual_seed(args.seed)
     peer["print_columns"](peer["logging_columns_list"], is_head=True)
     takes_model = "model" in inspect.signature(peer["main"]).parameters
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16) if args.precision == "bfloat16" else contextlib.nullcontext()
+    bfloat16 = args.precision == "bfloat16"
+    autocast = torch.autocast("cpu", torch.bfloat16, cache_enabled=False) if bfloat16 else contextlib.nullcontext()
     started = time.perf_counter()
     with autocast:
         if takes_model:  # airbench94_muon builds its net once, outside main

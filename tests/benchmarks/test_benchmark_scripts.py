@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -123,6 +125,10 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch,
     assert runs[1]["median_epoch_seconds"] == 52 and runs[1]["images_per_second"] == 50_000 / 52
     assert runs[0]["median_epoch_seconds"] == 50  # whole epochs: the last one counts
     assert [r["idle"] for r in runs] == [True, True, False, False]
+    for accuracy in (0.1, float("nan")):  # a peer whose whitening filters came out NaN trained at chance
+        with pytest.raises(SystemExit, match="diverged"):
+            peer.check_trained({**runs[1], "accuracy": accuracy})
+    peer.check_trained(runs[1])
     summary = results_table.peer_summary(runs)
     assert summary["time_ratio"] == 400 / 500  # the busy runs are left out
     assert summary["ours (fast)"]["mean_accuracy"] == (0.907 + 0.909) / 2  # accuracy does not depend on load
