@@ -10,8 +10,9 @@ The script's file is executed as it is; only what a GPU script cannot do here is
 - precision: the script keeps its network in float16 (`.half()`), which CPUs do not train in; the network and
   images stay float32 and the whole run is under `torch.autocast("cpu", bfloat16)` where the CPU has bfloat16,
   plain float32 elsewhere. Its cache of bfloat16 weight copies is off: one context around the whole run would
-  otherwise keep serving the first step's weights, and the net stays at chance (loss 2.30 after 25 steps where
-  float32 is at 1.75). The whitening filters are computed with autocast off, in the float32 the script asks for;
+  otherwise keep serving the first step's weights, and the net stays at chance (what that looked like:
+  `results/cpu/peer-vs-fast-zen4/README.md`). The whitening filters are computed with autocast off, in the float32
+  the script asks for;
 - data: the script's `train.pt`/`test.pt` are written from this package's loader (the `.npz` given), so both
   sides read the same pixels; torchvision, which it imports for its download and `Normalize` only, is replaced
   by those two where it is not installed (PyPI's torchvision does not load beside the CPU build of torch);
@@ -86,8 +87,8 @@ def run_on_cpu() -> None:
 
 def float32_whitening(peer: dict) -> None:
     """Run the scripts' whitening initialisers outside autocast, as on a GPU: they cast the patches to float32, but
-    CPU autocast would still run the covariance matmul in bfloat16, whose rounding turns its smallest eigenvalues
-    negative (-0.009 on 5,000 images) and the filters, 1 / sqrt(eigenvalue + 5e-4), NaN: the run then trains at chance.
+    CPU autocast would still run the covariance matmul in bfloat16, whose rounding can turn its smallest eigenvalues
+    negative and the filters, 1 / sqrt(eigenvalue + 5e-4), NaN: the run then trains at chance.
     """
 
     def exact(function):
