@@ -13,7 +13,7 @@ import numpy as np
 
 from keras_cifar.errors import ConfigError
 from keras_cifar.models.common import image_input, scaled, scaled_logits_head
-from keras_cifar.models.layers import GELU, BatchNorm, SiLU
+from keras_cifar.models.layers import GELU, BatchNorm, Conv2D, SiLU
 
 WIDTHS = (64, 256, 256)
 WHITEN_KERNEL = 2
@@ -53,17 +53,17 @@ def batch_norm(x, bn_momentum, name):
     return BatchNorm(momentum=bn_momentum, epsilon=1e-12, scale=False, name=name)(x)
 
 
+def conv3x3(x, filters, name):
+    return Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=name)(x)
+
+
 def conv_group(x, filters, bn_momentum, name, activation="gelu"):
     """conv → max-pool → BN → GELU → conv → BN → GELU; pooling before the first BN halves its cost."""
-    x = keras.layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv1"
-    )(x)
+    x = conv3x3(x, filters, f"{name}_conv1")
     x = keras.layers.MaxPooling2D(2, name=f"{name}_pool")(x)
     x = batch_norm(x, bn_momentum, f"{name}_bn1")
     x = ACTIVATIONS[activation](name=f"{name}_{activation}1")(x)
-    x = keras.layers.Conv2D(
-        filters, 3, padding="same", use_bias=False, kernel_initializer=PartialIdentity(), name=f"{name}_conv2"
-    )(x)
+    x = conv3x3(x, filters, f"{name}_conv2")
     x = batch_norm(x, bn_momentum, f"{name}_bn2")
     return ACTIVATIONS[activation](name=f"{name}_{activation}2")(x)
 

@@ -6,7 +6,7 @@ Every builder in this package goes through these helpers so that all models take
 
 import keras
 
-from keras_cifar.models.layers import BatchNorm
+from keras_cifar.models.layers import BatchNorm, Conv2D
 
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -66,7 +66,7 @@ def conv_bn_act(
     leaves the output linear (the last unit of a residual branch, a projection shortcut);
     `gamma_initializer="zeros"` makes a residual branch start as the identity.
     """
-    x = keras.layers.Conv2D(
+    x = Conv2D(
         filters,
         kernel_size,
         strides=strides,

@@ -83,6 +83,97 @@ class BatchNorm(keras.layers.BatchNormalization):
         return y
 
 
+# Output maps up to this many positions (8×8) get their bfloat16 kernel gradient as matmuls: see Conv2D.
+SMALL_MAP_AREA = 64
+
+
+@keras.saving.register_keras_serializable(package="keras_cifar")
+class Conv2D(keras.layers.Conv2D):
+    """Keras's Conv2D; in bfloat16 training on TensorFlow, small maps get their kernel gradient as matmuls.
+
+    The bfloat16 kernel-gradient code of the oneDNN that TensorFlow 2.21 bundles (jit_bf16) is slow on maps of
+    8×8 and smaller on AVX-512-BF16 CPUs, where the widest convolutions of airbench and the classic nets run; the
+    same sums as one matmul per kernel tap run on oneDNN's matmul, which is not (`benchmarks/conv_weight_grad.py`).
+    In float32, on larger maps and with strides (measured slower) and on AMX CPUs (not measured) TensorFlow's own
+    kernel stays. The forward pass, inference and export are Keras's own.
+    """
+
+    def call(self, inputs, training=None):
+        if not (training and self._matmul_kernel_gradient(inputs)):
+            return super().call(inputs)
+        kernel = keras.ops.cast(self.kernel, self.compute_dtype)
+        outputs = conv_matmul_kernel_gradient(inputs, kernel, self.strides, self.padding)
+        if self.use_bias:
+            outputs = keras.ops.add(outputs, self.bias)
+        return self.activation(outputs)
+
+    def _matmul_kernel_gradient(self, inputs):
+        from keras_cifar.run import cpu_info
+
+        flags = cpu_info()["flags"]
+        output_shape = self.compute_output_shape(inputs.shape)
+        return (
+            keras.backend.backend() == "tensorflow"
+            and self.compute_dtype == "bfloat16"
+            and "avx512_bf16" in flags
+            and "amx_bf16" not in flags
+            and self.data_format == "channels_last"
+            and self.groups == 1
+            and tuple(self.strides) == (1, 1)
+            and tuple(self.dilation_rate) == (1, 1)
+            and None not in output_shape[1:3]
+            and output_shape[1] * output_shape[2] <= SMALL_MAP_AREA
+        )
+
+
+def _same_padding(size, kernel, stride):
+    """TensorFlow's "same" padding (before, after) of one dimension."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+def conv_matmul_kernel_gradient(x, kernel, strides, padding):
+    """An NHWC convolution whose kernel gradient is one matmul per kernel tap (TensorFlow only).
+
+    For tap (i, j) the gradient is the input window that tap reads, as a (positions, C_in) matrix, transposed and
+    multiplied by the output gradient (positions, C_out).
+    """
+    import tensorflow as tf
+
+    kh, kw, cin, cout = kernel.shape
+    sh, sw = strides
+    tf_padding = padding.upper()
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            dx = tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=tf.shape(x), filter=kernel, out_backprop=dy, strides=[1, sh, sw, 1], padding=tf_padding
+            )
+            padded = x
+            if padding == "same":
+                pads = [_same_padding(x.shape[1], kh, sh), _same_padding(x.shape[2], kw, sw)]
+                padded = tf.pad(x, [[0, 0], *pads, [0, 0]])
+            rows, cols = dy.shape[1], dy.shape[2]
+            dy_matrix = tf.reshape(dy, (-1, cout))
+            taps = [
+                tf.matmul(
+                    tf.reshape(
+                        padded[:, i : i + (rows - 1) * sh + 1 : sh, j : j + (cols - 1) * sw + 1 : sw], (-1, cin)
+                    ),
+                    dy_matrix,
+                    transpose_a=True,
+                )
+                for i in range(kh)
+                for j in range(kw)
+            ]
+            return dx, tf.reshape(tf.stack(taps), (kh, kw, cin, cout))
+
+        return tf.nn.conv2d(x, kernel, strides=[1, sh, sw, 1], padding=tf_padding), grad
+
+    return conv(x, kernel)
+
+
 _xla_functions = {}
 
 

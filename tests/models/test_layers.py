@@ -5,16 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_cifar.models.layers import GELU, BatchNorm, SiLU
+import keras_cifar.run
+from keras_cifar.models import layers
+from keras_cifar.models.layers import GELU, BatchNorm, Conv2D, SiLU, conv_matmul_kernel_gradient
 
 
 def gradients(layer, x, training):
     """Output, input gradient and weight gradients of a fixed random weighting of `layer(x)`."""
-    weights = np.random.default_rng(1).normal(size=x.shape).astype("float32")
     x = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         y = layer(x, training=training)
+        weights = np.random.default_rng(1).normal(size=y.shape).astype("float32")
         loss = tf.reduce_sum(tf.cast(y, "float32") * weights)
     return y, tape.gradient(loss, [x] + layer.trainable_weights)
 
@@ -55,3 +57,84 @@ def test_fused_activations_match_keras_in_training_and_inference(layer, name, tr
     expected, (expected_grad,) = gradients(keras.layers.Activation(name), x, training)
     np.testing.assert_allclose(y, expected, atol=1e-6)
     np.testing.assert_allclose(grad, expected_grad, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize(
+    "side, kernel, stride, padding",
+    [
+        (7, 3, 1, "same"),
+        (4, 1, 1, "same"),
+        (6, 3, 1, "valid"),
+        (8, 2, 1, "same"),
+        (8, 3, 2, "same"),
+        (9, 3, 2, "valid"),
+    ],
+)
+def test_matmul_kernel_gradient_matches_tensorflow(dtype, side, kernel, stride, padding):
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.normal(size=(3, side, side, 4)), dtype)
+    w = tf.cast(rng.normal(size=(kernel, kernel, 4, 5)), dtype)
+    results = []
+    for conv in (
+        lambda x, w: conv_matmul_kernel_gradient(x, w, (stride, stride), padding),
+        lambda x, w: tf.nn.conv2d(x, w, stride, padding.upper()),
+    ):
+        with tf.GradientTape() as tape:
+            tape.watch([x, w])
+            y = conv(x, w)
+            loss = tf.reduce_sum(tf.square(tf.cast(y, "float32")))
+        results.append([tf.cast(t, "float32").numpy() for t in [y, *tape.gradient(loss, [x, w])]])
+    tolerance = 1e-5 if dtype == "float32" else 1e-2
+    for ours, theirs in zip(*results):
+        np.testing.assert_allclose(ours, theirs, rtol=tolerance, atol=tolerance * np.abs(theirs).max())
+
+
+@pytest.fixture
+def matmul_calls(monkeypatch):
+    """Counts the Conv2D layer's uses of the matmul kernel gradient, on a CPU with AVX-512-BF16 and no AMX."""
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return conv_matmul_kernel_gradient(*args)
+
+    monkeypatch.setattr(layers, "conv_matmul_kernel_gradient", spy)
+    monkeypatch.setattr(keras_cifar.run, "cpu_info", lambda: {"flags": ["avx2", "avx512_bf16", "avx512f"]})
+    return calls
+
+
+def test_conv2d_uses_matmul_kernel_gradient_for_small_maps_in_bfloat16_training(matmul_calls):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
+    layer, reference = Conv2D(6, 3, padding="same", use_bias=True, bias_initializer="random_normal"), None
+    layer.build(x.shape)
+    reference = keras.layers.Conv2D(6, 3, padding="same", use_bias=True)
+    reference.build(x.shape)
+    reference.set_weights(layer.get_weights())
+    y, grads = gradients(layer, x, training=True)
+    assert len(matmul_calls) == 1 and y.dtype == "bfloat16"
+    y_ref, grads_ref = gradients(reference, x, training=True)
+    np.testing.assert_allclose(tf.cast(y, "float32"), tf.cast(y_ref, "float32"), atol=0.05)
+    for ours, theirs in zip(grads, grads_ref):
+        np.testing.assert_allclose(ours, theirs, rtol=0.02, atol=0.02 * np.abs(theirs).max())
+    gradients(layer, x, training=False)  # inference: Keras's own convolution
+    assert len(matmul_calls) == 1
+
+
+@pytest.mark.parametrize(
+    "policy, side, stride, flags",
+    [
+        ("float32", 8, 1, ["avx512_bf16"]),  # float32: TensorFlow's kernel measured as fast
+        ("mixed_bfloat16", 16, 1, ["avx512_bf16"]),  # 16×16 map: measured slower as matmuls
+        ("mixed_bfloat16", 8, 2, ["avx512_bf16"]),  # strided: measured slower
+        ("mixed_bfloat16", 8, 1, ["amx_bf16", "avx512_bf16"]),  # AMX: not measured
+        ("mixed_bfloat16", 8, 1, ["avx2"]),  # no bfloat16 instructions
+    ],
+)
+def test_conv2d_keeps_tensorflows_kernel_gradient_elsewhere(matmul_calls, monkeypatch, policy, side, stride, flags):
+    monkeypatch.setattr(keras_cifar.run, "cpu_info", lambda: {"flags": flags})
+    keras.mixed_precision.set_global_policy(policy)
+    layer = Conv2D(4, 3, strides=stride, padding="same")
+    gradients(layer, np.ones((2, side, side, 3), "float32"), training=True)
+    assert matmul_calls == []
