@@ -4,7 +4,8 @@
 
 Times, at the activation shapes of airbench at batch 1,024, Keras 3's BatchNormalization in training mode
 (on TensorFlow it runs as separate moments / normalise / cast ops) against TensorFlow's single fused kernel
-(`fused_batch_norm`), and the GELU that follows each. A first map of the Keras-vs-PyTorch gap measured by
+(`fused_batch_norm`), and the GELU that follows each: TensorFlow's op, the op XLA-compiled in the input's dtype,
+and the project's GELU layer in training (XLA-compiled, computed in float32 inside). A first map of the Keras-vs-PyTorch gap measured by
 `benchmarks/engine_gap.py`; it is TensorFlow-only by design.
 """
 
@@ -54,8 +55,12 @@ def main() -> None:
 
     keras.mixed_precision.set_global_policy(args.precision)
     dtype = tf.bfloat16 if args.precision == "mixed_bfloat16" else tf.float32
-    totals = {"keras": 0.0, "fused": 0.0, "gelu": 0.0}
-    print(f"{'shape':<22} {'Keras BN ms':>12} {'fused BN ms':>12} {'GELU ms':>9}")
+    from keras_cifar.models.layers import GELU
+
+    totals = {"keras": 0.0, "fused": 0.0, "gelu": 0.0, "xla": 0.0, "layer": 0.0}
+    print(f"{'shape':<22} {'Keras BN ms':>12} {'fused BN ms':>12} {'GELU ms':>9} {'XLA GELU':>9} {'GELU layer':>11}")
+    gelu = GELU()
+    xla_gelu = tf.function(lambda t: tf.nn.gelu(t, approximate=args.approximate_gelu), jit_compile=True)
     for shape in SHAPES:
         x = tf.cast(tf.random.normal(shape), dtype)
         layer = keras.layers.BatchNormalization(scale=False, epsilon=1e-12, momentum=0.6)
@@ -70,15 +75,19 @@ def main() -> None:
                 x,
             ),
             "gelu": seconds(forward_backward(lambda t: tf.nn.gelu(t, approximate=args.approximate_gelu)), x),
+            "xla": seconds(forward_backward(xla_gelu), x),
+            "layer": seconds(forward_backward(lambda t: gelu(t, training=True)), x),
         }
         for key, value in timings.items():
             totals[key] += value
         print(
-            f"{str(shape):<22} {timings['keras'] * 1e3:12.1f} {timings['fused'] * 1e3:12.1f} {timings['gelu'] * 1e3:9.1f}"
+            f"{str(shape):<22} {timings['keras'] * 1e3:12.1f} {timings['fused'] * 1e3:12.1f} {timings['gelu'] * 1e3:9.1f} "
+            f"{timings['xla'] * 1e3:9.1f} {timings['layer'] * 1e3:11.1f}"
         )
     print(
         f"{'sum per train step':<22} {totals['keras'] * 1e3:12.0f} {totals['fused'] * 1e3:12.0f} "
-        f"{totals['gelu'] * 1e3:9.0f}   ({args.precision}, {'tanh' if args.approximate_gelu else 'erf'} GELU)"
+        f"{totals['gelu'] * 1e3:9.0f} {totals['xla'] * 1e3:9.0f} {totals['layer'] * 1e3:11.0f}   "
+        f"({args.precision}, {'tanh' if args.approximate_gelu else 'erf'} GELU; the layer is always erf)"
     )
 
 
