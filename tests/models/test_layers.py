@@ -107,7 +107,7 @@ def matmul_calls(monkeypatch):
 def test_conv2d_uses_matmul_kernel_gradient_for_small_maps_in_bfloat16_training(matmul_calls):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     x = np.random.default_rng(0).normal(size=(4, 8, 8, 3)).astype("float32")
-    layer, reference = Conv2D(6, 3, padding="same", use_bias=True, bias_initializer="random_normal"), None
+    layer = Conv2D(6, 3, padding="same", use_bias=True, bias_initializer="random_normal")
     layer.build(x.shape)
     reference = keras.layers.Conv2D(6, 3, padding="same", use_bias=True)
     reference.build(x.shape)
