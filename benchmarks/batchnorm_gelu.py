@@ -5,8 +5,8 @@
 Times, at the activation shapes of airbench at batch 1,024, Keras 3's BatchNormalization in training mode
 (on TensorFlow it runs as separate moments / normalise / cast ops) against TensorFlow's single fused kernel
 (`fused_batch_norm`), and the GELU that follows each: TensorFlow's op, the op XLA-compiled in the input's dtype,
-and the project's GELU layer in training (XLA-compiled, computed in float32 inside). A first map of the Keras-vs-PyTorch gap measured by
-`benchmarks/engine_gap.py`; it is TensorFlow-only by design.
+and the project's GELU layer in training (XLA-compiled, computed in float32 inside). A first map of the
+Keras-vs-PyTorch gap measured by `benchmarks/engine_gap.py`; it is TensorFlow-only by design.
 """
 
 from __future__ import annotations
@@ -60,7 +60,11 @@ def main() -> None:
     totals = {"keras": 0.0, "fused": 0.0, "gelu": 0.0, "xla": 0.0, "layer": 0.0}
     print(f"{'shape':<22} {'Keras BN ms':>12} {'fused BN ms':>12} {'GELU ms':>9} {'XLA GELU':>9} {'GELU layer':>11}")
     gelu = GELU()
-    xla_gelu = tf.function(lambda t: tf.nn.gelu(t, approximate=args.approximate_gelu), jit_compile=True)
+
+    def gelu_op(t):
+        return tf.nn.gelu(t, approximate=args.approximate_gelu)
+
+    xla_gelu = tf.function(gelu_op, jit_compile=True)
     for shape in SHAPES:
         x = tf.cast(tf.random.normal(shape), dtype)
         layer = keras.layers.BatchNormalization(scale=False, epsilon=1e-12, momentum=0.6)
@@ -74,7 +78,7 @@ def main() -> None:
                 ),
                 x,
             ),
-            "gelu": seconds(forward_backward(lambda t: tf.nn.gelu(t, approximate=args.approximate_gelu)), x),
+            "gelu": seconds(forward_backward(gelu_op), x),
             "xla": seconds(forward_backward(xla_gelu), x),
             "layer": seconds(forward_backward(lambda t: gelu(t, training=True)), x),
         }
