@@ -241,13 +241,17 @@ def peer_table(runs: list[dict]) -> str:
             f"| **{side}, mean** | {mean['runs']} runs, {mean['idle_runs']} idle | | | | "
             f"**{100 * mean['mean_accuracy']:.2f}{spread} %** | {'—' if seconds is None else f'**{seconds:,.0f}**'} | | |"
         )
-    ratio = summary.get("time_ratio")
-    verdict = (
-        f"ours / peer mean training time (idle runs only): **{ratio:.2f}**"
-        if ratio
-        else "no ratio: a side has no idle run"
-    )
-    return "\n".join([*lines, "", verdict])
+    return "\n".join([*lines, "", ratio_verdict(summary)])
+
+
+def ratio_verdict(summary: dict) -> str:
+    """The time ratio, or why there is none: a side that never ran, or one whose every run was on a busy machine."""
+    if summary.get("time_ratio"):
+        return f"ours / peer mean training time (idle runs only): **{summary['time_ratio']:.2f}**"
+    missing = [p for p in ("ours", "peer") if not any(side.startswith(p) for side in summary)]
+    if missing:
+        return f"no ratio: no run of {' or '.join(missing)} here"
+    return "no ratio: a side has no idle run"
 
 
 def peer_tables(results: Path) -> str:

@@ -136,6 +136,9 @@ def test_the_peer_benchmark_times_only_idle_runs_and_flags_the_rest(monkeypatch,
     assert table.count("(busy)") == 2 and "| peer (airbench94) | 1 | 9.9 | 53.0 |" in table
     assert "| **ours (fast), mean** | 2 runs, 1 idle | | | | **90.80 ± 0.14 %** | **400** |" in table
     assert table.endswith("ours / peer mean training time (idle runs only): **0.80**")
+    # No ratio, and why: every run of a side on a busy machine, or a side that never ran.
+    assert results_table.peer_table([runs[0], runs[3]]).endswith("no ratio: a side has no idle run")
+    assert results_table.peer_table(runs[:1]).endswith("no ratio: no run of peer here")
 
     pair = tmp_path / "results" / "cpu" / "pair"
     pair.mkdir(parents=True)
