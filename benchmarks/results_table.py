@@ -197,6 +197,11 @@ def index_table(results: Path) -> str:
     return "\n\n".join(tables)
 
 
+def side_named(summary: dict, prefix: str) -> dict | None:
+    """A side of `peer_summary` by the start of its name ("ours", "peer"), or None when it never ran."""
+    return next((v for k, v in summary.items() if k.startswith(prefix)), None)
+
+
 def peer_summary(runs: list[dict]) -> dict:
     """Per side of `benchmarks/peer.py`: runs, mean accuracy and its spread over all runs, mean training time over
     the idle runs only; and ours's time over the peer's."""
@@ -213,7 +218,7 @@ def peer_summary(runs: list[dict]) -> dict:
             "mean_accuracy": statistics.fmean(r["accuracy"] for r in side_runs),
             "accuracy_sd": statistics.stdev(r["accuracy"] for r in side_runs) if len(side_runs) > 1 else None,
         }
-    ours, peer = (next((v for k, v in result.items() if k.startswith(p)), None) for p in ("ours", "peer"))
+    ours, peer = (side_named(result, p) for p in ("ours", "peer"))
     if ours and peer and ours["mean_training_seconds"] and peer["mean_training_seconds"]:
         result["time_ratio"] = ours["mean_training_seconds"] / peer["mean_training_seconds"]
     return result
@@ -248,7 +253,7 @@ def ratio_verdict(summary: dict) -> str:
     """The time ratio, or why there is none: a side that never ran, or one whose every run was on a busy machine."""
     if summary.get("time_ratio"):
         return f"ours / peer mean training time (idle runs only): **{summary['time_ratio']:.2f}**"
-    missing = [p for p in ("ours", "peer") if not any(side.startswith(p) for side in summary)]
+    missing = [p for p in ("ours", "peer") if side_named(summary, p) is None]
     if missing:
         return f"no ratio: no run of {' or '.join(missing)} here"
     return "no ratio: a side has no idle run"
